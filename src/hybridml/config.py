@@ -1,0 +1,64 @@
+"""Every setting and environment variable hybridml reads, declared once; read only at the edges."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+# name -> (meaning, default). The CLI's --help and the README list these.
+ENV_VARS: dict[str, tuple[str, str]] = {
+    "HYBRIDML_HOME": ("directory holding all state of the embedded defaults", "./.hybridml"),
+    "MLFLOW_TRACKING_URI": ("MLflow tracking + registry URI", "sqlite:///$HYBRIDML_HOME/mlflow.db"),
+    "HYBRIDML_EXPERIMENT": ("MLflow experiment that pipeline runs log to", "hybridml"),
+    "HYBRIDML_USER": ("who is recorded in approval and alias history", "the login name"),
+    "HYBRIDML_RUN_LOG": ("JSON-lines file where pipeline steps report progress and errors (set by the CLI)", ""),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings of one process. Build with :meth:`from_env` at the entry point and pass inward."""
+
+    home: Path
+    tracking_uri: str
+    experiment: str
+    user: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, *, home: str | Path | None = None) -> Settings:
+        """Resolve from ``env`` (default: ``os.environ``); an explicit ``home`` wins over ``HYBRIDML_HOME``."""
+        env = os.environ if env is None else env
+        root = Path(home or env.get("HYBRIDML_HOME") or ".hybridml").expanduser().resolve()
+        tracking = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+        user = env.get("HYBRIDML_USER") or _login_name()
+        return cls(home=root, tracking_uri=tracking, experiment=env.get("HYBRIDML_EXPERIMENT") or "hybridml", user=user)
+
+    @property
+    def artifacts_dir(self) -> Path:
+        """Where MLflow stores artifacts of the embedded default."""
+        return self.home / "mlartifacts"
+
+    @property
+    def deployments_dir(self) -> Path:
+        """State of local deployments (one JSON file and log per endpoint)."""
+        return self.home / "deployments"
+
+    @property
+    def runs_dir(self) -> Path:
+        """Per-run folders: KFP local pipeline root, progress log, summary."""
+        return self.home / "runs"
+
+    @property
+    def hpo_storage(self) -> str:
+        """Default Optuna storage: a SQLite file beside the MLflow database."""
+        return f"sqlite:///{self.home / 'optuna.db'}"
+
+
+def _login_name() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry, e.g. an arbitrary UID in a container
+        return f"uid-{os.getuid()}"

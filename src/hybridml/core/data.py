@@ -1,0 +1,176 @@
+"""Tabular data in: load, validate, infer the schema, hash for lineage, split deterministically."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from hybridml.core.schema import BOOLEAN, CATEGORY, INTEGER, NUMERIC, FeatureSchema, FeatureSpec
+from hybridml.errors import InvalidInputError, NotFoundError
+
+MIN_ROWS_PER_CLASS = 5
+BUILTIN_DATASET = "builtin:breast_cancer"
+
+
+def load_table(path: str | Path) -> pd.DataFrame:
+    """Read a CSV or Parquet file into a DataFrame.
+
+    Raises:
+        NotFoundError: the file does not exist.
+        InvalidInputError: unknown extension, unreadable content or an empty table.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise NotFoundError(f"data file not found: {path}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".csv", ".txt"):
+            frame = pd.read_csv(path)
+        elif suffix in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+        else:
+            raise InvalidInputError(f"unsupported data format {suffix!r} for {path} (use .csv or .parquet)")
+    except pd.errors.EmptyDataError as exc:
+        raise InvalidInputError(f"data file is empty: {path}") from exc
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        raise InvalidInputError(f"cannot read {path}: {exc}") from exc
+    if frame.empty:
+        raise InvalidInputError(f"data file has no rows: {path}")
+    return frame
+
+
+def builtin_breast_cancer() -> tuple[pd.DataFrame, str]:
+    """scikit-learn's bundled breast-cancer table (no download) and its target column name."""
+    from sklearn.datasets import load_breast_cancer
+
+    bunch = load_breast_cancer(as_frame=True)
+    frame = bunch.frame.copy()
+    # Column names with spaces are legal but awkward in URLs and V1 instances; keep them stable and plain.
+    frame.columns = [c.replace(" ", "_") for c in frame.columns]
+    return frame, "target"
+
+
+def content_hash(frame: pd.DataFrame) -> str:
+    """SHA-256 of the table's content and column layout, independent of file format (CSV or Parquet)."""
+    digest = hashlib.sha256()
+    digest.update("\x1f".join(f"{c}:{t}" for c, t in zip(frame.columns, frame.dtypes, strict=True)).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return "sha256:" + digest.hexdigest()
+
+
+def _feature_spec(name: str, column: pd.Series) -> FeatureSpec:
+    nan_fraction = float(column.isna().mean())
+    if nan_fraction == 1.0:
+        raise InvalidInputError(f"column {name!r} contains only missing values")
+    if pd.api.types.is_bool_dtype(column):
+        dtype = BOOLEAN
+    elif pd.api.types.is_integer_dtype(column):
+        dtype = INTEGER
+    elif pd.api.types.is_numeric_dtype(column):
+        dtype = NUMERIC
+    else:
+        categories = sorted(str(v) for v in column.dropna().unique())
+        return FeatureSpec(
+            name=name, dtype=CATEGORY, nullable=nan_fraction > 0, nan_fraction=nan_fraction, categories=tuple(categories)
+        )
+    values = column.dropna().astype(float)
+    return FeatureSpec(
+        name=name,
+        dtype=dtype,
+        nullable=nan_fraction > 0,
+        min=float(values.min()),
+        max=float(values.max()),
+        mean=float(values.mean()),
+        std=float(values.std(ddof=0)),
+        nan_fraction=nan_fraction,
+        quantiles=tuple(float(q) for q in np.quantile(values, np.linspace(0.1, 0.9, 9))),
+    )
+
+
+def infer_schema(frame: pd.DataFrame, target: str) -> FeatureSchema:
+    """Check a table is a usable binary-classification problem and describe it.
+
+    Raises:
+        InvalidInputError: naming the problem (no rows, missing/non-binary target, all-NaN column, ...).
+    """
+    if frame.empty:
+        raise InvalidInputError("table has no rows")
+    if target not in frame.columns:
+        shown = ", ".join(map(str, list(frame.columns)[:10]))
+        raise InvalidInputError(f"target column {target!r} not found (columns: {shown}{' ...' if frame.shape[1] > 10 else ''})")
+    if len(set(map(str, frame.columns))) != frame.shape[1]:
+        raise InvalidInputError("table has duplicate column names")
+    labels = frame[target]
+    if labels.isna().any():
+        raise InvalidInputError(f"target column {target!r} has {int(labels.isna().sum())} missing values")
+    classes = sorted(labels.astype(str).unique())
+    if len(classes) != 2:
+        raise InvalidInputError(
+            f"target column {target!r} must have exactly 2 classes, found {len(classes)}: {classes[:5]}"
+        )
+    counts = labels.astype(str).value_counts()
+    if int(counts.min()) < MIN_ROWS_PER_CLASS:
+        raise InvalidInputError(
+            f"target column {target!r} has only {int(counts.min())} rows of class {counts.idxmin()!r};"
+            f" at least {MIN_ROWS_PER_CLASS} per class are needed"
+        )
+    features = tuple(_feature_spec(str(c), frame[c]) for c in frame.columns if c != target)
+    if not features:
+        raise InvalidInputError("table has no feature columns besides the target")
+    return FeatureSchema(
+        target=target,
+        classes=(classes[0], classes[1]),
+        features=features,
+        n_rows=int(frame.shape[0]),
+        data_hash=content_hash(frame),
+    )
+
+
+def encode_labels(frame: pd.DataFrame, schema: FeatureSchema) -> np.ndarray:
+    """Target as 0/1, where 1 is the schema's second (sorted) class."""
+    return (frame[schema.target].astype(str) == schema.classes[1]).to_numpy(dtype=np.int32)
+
+
+def encode_features(frame: pd.DataFrame, schema: FeatureSchema) -> np.ndarray:
+    """Features as a float32 matrix in schema order; categories become their index, unknown ones NaN."""
+    columns = []
+    for spec in schema.features:
+        if spec.name not in frame.columns:
+            raise InvalidInputError(f"missing feature column {spec.name!r}")
+        col = frame[spec.name]
+        if spec.dtype == CATEGORY:
+            index = {c: i for i, c in enumerate(spec.categories)}
+            columns.append(col.map(lambda v, index=index: index.get(str(v), np.nan)).to_numpy(dtype=np.float32))
+        else:
+            try:
+                columns.append(pd.to_numeric(col, errors="raise").to_numpy(dtype=np.float32))
+            except (ValueError, TypeError) as exc:
+                raise InvalidInputError(f"feature column {spec.name!r} is not numeric: {exc}") from exc
+    return np.column_stack(columns) if columns else np.empty((len(frame), 0), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Train / validation / test partitions of one table."""
+
+    train: pd.DataFrame
+    valid: pd.DataFrame
+    test: pd.DataFrame
+
+
+def split(frame: pd.DataFrame, schema: FeatureSchema, *, seed: int, test_size: float = 0.2, valid_size: float = 0.2) -> Split:
+    """Stratified, seeded split: the same table and seed always give the same rows in each part."""
+    for name, value in (("test_size", test_size), ("valid_size", valid_size)):
+        if not 0.0 < value < 0.5:
+            raise InvalidInputError(f"{name} must be in (0, 0.5), got {value}")
+    labels = frame[schema.target].astype(str)
+    rest, test = train_test_split(frame, test_size=test_size, random_state=seed, stratify=labels)
+    train, valid = train_test_split(
+        rest, test_size=valid_size / (1 - test_size), random_state=seed, stratify=labels.loc[rest.index]
+    )
+    return Split(train=train.reset_index(drop=True), valid=valid.reset_index(drop=True), test=test.reset_index(drop=True))
