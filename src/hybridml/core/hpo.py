@@ -82,7 +82,9 @@ def storage_from_uri(uri: str) -> optuna.storages.BaseStorage | None:
 
         return JournalStorage(JournalFileBackend(uri.removeprefix("journal:").removeprefix("//")))
     if "://" not in uri:
-        raise InvalidInputError(f"unsupported HPO storage {uri!r} (use memory, sqlite:///FILE, an RDB URL or journal:FILE)")
+        raise InvalidInputError(
+            f"unsupported HPO storage {uri!r} (use memory, sqlite:///FILE, an RDB URL or journal:FILE)"
+        )
     return optuna.storages.RDBStorage(uri)
 
 

@@ -64,12 +64,11 @@ def build(model_type: str, params: dict[str, Any] | None = None, *, seed: int = 
         from sklearn.ensemble import RandomForestClassifier
 
         return RandomForestClassifier(**merged, random_state=seed, n_jobs=1)
+    # Logistic regression needs scaled inputs and cannot take NaN: impute, then scale.
+    from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-
-    # Logistic regression needs scaled inputs and cannot take NaN: impute, then scale.
-    from sklearn.impute import SimpleImputer
 
     return make_pipeline(SimpleImputer(), StandardScaler(), LogisticRegression(**merged, random_state=seed))
 

@@ -1,0 +1,53 @@
+# hybridml — the two commands: `make demo` and `make test`. Everything else is a step of those.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: setup demo test lint typecheck security unit integration cli compile benchmark clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(BIN)/hybridml: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen --quiet
+	@touch $@
+
+## setup: create .venv from the lock file (the CLI lands at .venv/bin/hybridml)
+setup: $(BIN)/hybridml
+
+## demo: run the whole pipeline on the embedded defaults and leave a live local endpoint
+demo: setup
+	$(BIN)/hybridml run
+	@echo
+	@echo "State lives in $${HYBRIDML_HOME:-./.hybridml}. Browse it with:"
+	@echo "  $(BIN)/mlflow ui --backend-store-uri sqlite:///$${HYBRIDML_HOME:-$$PWD/.hybridml}/mlflow.db --port 5000"
+	@echo "Stop the endpoint with: $(BIN)/hybridml endpoints delete hybridml-model"
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+typecheck: setup
+	$(BIN)/mypy
+
+security: setup
+	$(BIN)/bandit -q -ll -r src
+
+## test: lint, type-check, security scan, then the test suite (unit, cli, integration; e2e skips here)
+test: lint typecheck security
+	$(BIN)/pytest -q
+
+compile: setup
+	$(BIN)/hybridml compile -o src/hybridml/pipelines/hybridml_training.yaml
+
+benchmark: setup
+	$(BIN)/python benchmarks/pipeline.py
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .hybridml .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,50 @@
+"""Artifact storage: resolve a data or model URI (plain path, file://, s3://) to a local file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from hybridml.errors import InvalidInputError, NotFoundError
+
+SCHEMES = ("", "file", "s3")
+
+
+def fetch(uri: str, dst_dir: str | Path) -> Path:
+    """Return a local path holding the object at ``uri``, downloading ``s3://`` objects into ``dst_dir``.
+
+    S3 honours the usual boto3 settings (``AWS_ENDPOINT_URL`` for MinIO or moto, credentials chain).
+
+    Raises:
+        InvalidInputError: unsupported scheme or malformed URI.
+        NotFoundError: the object does not exist.
+    """
+    parsed = urlparse(uri)
+    if parsed.scheme not in SCHEMES:
+        raise InvalidInputError(f"unsupported URI scheme {parsed.scheme!r} in {uri!r} (use a path, file:// or s3://)")
+    if parsed.scheme in ("", "file"):
+        path = Path(unquote(parsed.path) if parsed.scheme == "file" else uri).expanduser()
+        if not path.is_file():
+            raise NotFoundError(f"data file not found: {path}")
+        return path
+    return _fetch_s3(parsed.netloc, parsed.path.lstrip("/"), Path(dst_dir), uri)
+
+
+def _fetch_s3(bucket: str, key: str, dst_dir: Path, uri: str) -> Path:
+    if not bucket or not key:
+        raise InvalidInputError(f"malformed S3 URI {uri!r} (expected s3://BUCKET/KEY)")
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    target = dst_dir / Path(key).name
+    try:
+        boto3.client("s3").download_file(bucket, key, str(target))
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("404", "NoSuchKey", "NoSuchBucket"):
+            raise NotFoundError(f"data object not found: {uri}") from exc
+        raise InvalidInputError(f"cannot read {uri}: {exc}") from exc
+    except BotoCoreError as exc:
+        raise InvalidInputError(f"cannot read {uri}: {exc}") from exc
+    return target

@@ -1,0 +1,19 @@
+"""Thin KFP components: each imports one hybridml step and calls it. Compiled into the pipeline's IR YAML."""
+
+from hybridml.components.image import IMAGE
+from hybridml.components.release import approve, deploy, inference, register, summarize, wait_ready
+from hybridml.components.training import evaluate, hpo, preprocess, train
+
+__all__ = [
+    "IMAGE",
+    "approve",
+    "deploy",
+    "evaluate",
+    "hpo",
+    "inference",
+    "preprocess",
+    "register",
+    "summarize",
+    "train",
+    "wait_ready",
+]

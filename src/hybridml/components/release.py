@@ -1,0 +1,141 @@
+"""Components of the release half: register, approve, deploy, wait until ready, inference, summary."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Output
+
+from hybridml.components.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def register(
+    model_name: str,
+    model_uri: str,
+    run_id: str,
+    roc_auc: float,
+    data_hash: str,
+    pipeline_run_id: str,
+    branch: str,
+    tracking_uri: str,
+) -> NamedTuple("RegisterOutputs", [("model_version", int), ("roc_auc", float), ("branch", str)]):  # type: ignore[valid-type]
+    """Register the model version (PendingManualApproval); idempotent per pipeline run and branch."""
+    from collections import namedtuple
+
+    from hybridml.steps.runtime import run_step, tracking_uri_or_default
+
+    out = run_step(
+        f"register ({branch})",
+        "hybridml.steps.release:register",
+        model_name=model_name,
+        model_uri=model_uri,
+        run_id=run_id,
+        roc_auc=roc_auc,
+        data_hash=data_hash,
+        pipeline_run_id=pipeline_run_id,
+        branch=branch,
+        run_key=f"{pipeline_run_id}/{branch}",
+        tracking_uri=tracking_uri_or_default(tracking_uri),
+    )
+    return namedtuple("RegisterOutputs", ["model_version", "roc_auc", "branch"])(
+        out.model_version, out.roc_auc, out.branch
+    )
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def approve(
+    model_name: str, version: int, threshold: float, tolerance: float, auto_approve: bool, tracking_uri: str
+) -> str:
+    """Apply the approval policy; returns the version's approval status."""
+    from hybridml.steps.runtime import run_step, tracking_uri_or_default
+
+    return run_step(
+        "approve",
+        "hybridml.steps.release:approve",
+        model_name=model_name,
+        version=version,
+        threshold=threshold,
+        tolerance=tolerance,
+        auto_approve=auto_approve,
+        tracking_uri=tracking_uri_or_default(tracking_uri),
+    )
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def deploy(model_name: str, version: int, target: str, traffic_percent: int, home: str, tracking_uri: str) -> str:
+    """Deploy the approved version to the target; returns the endpoint URL."""
+    from hybridml.steps.runtime import run_step, tracking_uri_or_default
+
+    return run_step(
+        "deploy",
+        "hybridml.steps.release:deploy",
+        model_name=model_name,
+        version=version,
+        target=target,
+        traffic_percent=traffic_percent,
+        home=home,
+        tracking_uri=tracking_uri_or_default(tracking_uri),
+    )
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def wait_ready(model_name: str, target: str, timeout_s: float, home: str, endpoint: str) -> str:
+    """Wait until the endpoint is ready (the DescribeEndpoint/WaitForEndpoint loop); returns the endpoint."""
+    from hybridml.steps.runtime import run_step
+
+    run_step(
+        "wait until ready",
+        "hybridml.steps.release:wait_ready",
+        model_name=model_name,
+        target=target,
+        timeout_s=timeout_s,
+        home=home,
+    )
+    return endpoint
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def inference(
+    endpoint: str,
+    model_name: str,
+    test: Input[Dataset],
+    schema: Input[Artifact],
+    n_rows: int,
+    predictions: Output[Artifact],
+) -> str:
+    """Score held-out rows through the endpoint; returns the scores as a JSON list."""
+    import json
+    from pathlib import Path
+
+    from hybridml.steps.runtime import run_step
+
+    scores = run_step(
+        "inference",
+        "hybridml.steps.release:infer",
+        endpoint=endpoint,
+        model_name=model_name,
+        test_path=test.path,
+        schema_path=schema.path,
+        n_rows=n_rows,
+    )
+    Path(predictions.path).write_text(json.dumps(scores))
+    return json.dumps(scores)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def summarize(
+    roc_auc: float, branch: str, model_name: str, version: int, status: str, endpoint: str, predictions_json: str
+) -> str:
+    """The run's result as one JSON object (what `hybridml run --json` prints)."""
+
+    from hybridml.steps import release
+
+    return release.summarize(
+        roc_auc=roc_auc,
+        branch=branch,
+        model_name=model_name,
+        version=version,
+        status=status,
+        endpoint=endpoint,
+        predictions_json=predictions_json,
+    ).to_json()

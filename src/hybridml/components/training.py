@@ -1,0 +1,156 @@
+"""Components of the model-building half: preprocess, train, evaluate, HPO."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
+
+from hybridml.components.image import IMAGE
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def preprocess(
+    data_uri: str,
+    target: str,
+    seed: int,
+    test_size: float,
+    threshold: float,
+    model_name: str,
+    tracking_uri: str,
+    train: Output[Dataset],
+    valid: Output[Dataset],
+    test: Output[Dataset],
+    schema: Output[Artifact],
+) -> NamedTuple("PreprocessOutputs", [("data_hash", str), ("n_rows", int)]):  # type: ignore[valid-type]
+    """Validate and split the table; infer the feature schema and reference statistics."""
+    from collections import namedtuple
+
+    from hybridml.steps.runtime import run_step, tracking_uri_or_default
+
+    out = run_step(
+        "preprocess",
+        "hybridml.steps.prepare:preprocess",
+        data_uri=data_uri,
+        target=target,
+        seed=seed,
+        test_size=test_size,
+        threshold=threshold,
+        model_name=model_name,
+        tracking_uri=tracking_uri_or_default(tracking_uri),
+        train_path=train.path,
+        valid_path=valid.path,
+        test_path=test.path,
+        schema_path=schema.path,
+    )
+    for artifact in (train, valid, test):
+        artifact.metadata["data_hash"] = out.data_hash
+    schema.metadata.update({"n_rows": out.n_rows, "n_features": out.n_features})
+    return namedtuple("PreprocessOutputs", ["data_hash", "n_rows"])(out.data_hash, out.n_rows)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def train(
+    train: Input[Dataset],
+    schema: Input[Artifact],
+    model_type: str,
+    params_json: str,
+    seed: int,
+    tracking_uri: str,
+    experiment: str,
+    pipeline_run_id: str,
+    run_name: str,
+    model: Output[Model],
+) -> NamedTuple("TrainOutputs", [("run_id", str), ("model_uri", str)]):  # type: ignore[valid-type]
+    """Fit the model and log it to MLflow."""
+    from collections import namedtuple
+
+    from hybridml.steps.runtime import run_step, tracking_uri_or_default
+
+    out = run_step(
+        run_name,
+        "hybridml.steps.training:train",
+        train_path=train.path,
+        schema_path=schema.path,
+        model_type=model_type,
+        params_json=params_json,
+        seed=seed,
+        tracking_uri=tracking_uri_or_default(tracking_uri),
+        experiment=experiment,
+        pipeline_run_id=pipeline_run_id,
+        run_name=run_name,
+        model_dir=model.path,
+    )
+    model.metadata.update({"model_type": model_type, "mlflow_run_id": out.run_id, "mlflow_model_uri": out.model_uri})
+    return namedtuple("TrainOutputs", ["run_id", "model_uri"])(out.run_id, out.model_uri)
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def evaluate(
+    model: Input[Model],
+    test: Input[Dataset],
+    run_id: str,
+    tracking_uri: str,
+    experiment: str,
+    step_name: str,
+    metrics: Output[Metrics],
+    roc: Output[ClassificationMetrics],
+) -> float:
+    """ROC AUC on the test split; the ROC curve is drawn in the KFP UI and MLflow."""
+    from hybridml.steps.runtime import run_step, tracking_uri_or_default
+
+    result = run_step(
+        step_name,
+        "hybridml.steps.training:evaluate_model",
+        model_dir=model.path,
+        test_path=test.path,
+        run_id=run_id,
+        tracking_uri=tracking_uri_or_default(tracking_uri),
+        experiment=experiment,
+    )
+    metrics.log_metric("roc_auc", result.roc_auc)
+    roc.log_roc_curve(result.fpr, result.tpr, result.thresholds)
+    return result.roc_auc
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def hpo(
+    train: Input[Dataset],
+    valid: Input[Dataset],
+    schema: Input[Artifact],
+    model_type: str,
+    n_trials: int,
+    timeout_s: float,
+    storage: str,
+    seed: int,
+    tracking_uri: str,
+    experiment: str,
+    pipeline_run_id: str,
+    metrics: Output[Metrics],
+    report: Output[Markdown],
+) -> NamedTuple("HpoOutputs", [("best_params_json", str), ("best_value", float)]):  # type: ignore[valid-type]
+    """Optuna search; every trial is an MLflow child run."""
+    from collections import namedtuple
+    from pathlib import Path
+
+    from hybridml.steps.runtime import run_step, tracking_uri_or_default
+
+    out = run_step(
+        "hpo",
+        "hybridml.steps.training:search",
+        train_path=train.path,
+        valid_path=valid.path,
+        schema_path=schema.path,
+        model_type=model_type,
+        n_trials=n_trials,
+        timeout_s=timeout_s,
+        storage=storage,
+        seed=seed,
+        tracking_uri=tracking_uri_or_default(tracking_uri),
+        experiment=experiment,
+        pipeline_run_id=pipeline_run_id,
+    )
+    metrics.log_metric("best_valid_roc_auc", out.best_value)
+    metrics.log_metric("trials_complete", out.n_trials)
+    metrics.log_metric("trials_pruned", out.n_pruned)
+    Path(report.path).write_text(out.markdown())
+    return namedtuple("HpoOutputs", ["best_params_json", "best_value"])(out.best_params_json, out.best_value)

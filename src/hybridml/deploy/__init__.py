@@ -1,0 +1,1 @@
+"""Deployment targets: where approved model versions are served (local processes today)."""

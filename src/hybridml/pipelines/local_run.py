@@ -1,0 +1,123 @@
+"""Run the training pipeline on this machine with kfp.local's SubprocessRunner (no cluster)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from rich.console import Console
+
+from hybridml.config import Settings
+from hybridml.core import approval
+from hybridml.errors import HybridmlError, InvalidInputError
+from hybridml.steps.runtime import RUN_LOG_ENV
+
+
+class StepFailedError(HybridmlError):
+    """A pipeline step failed; carries the step's own message and exit code."""
+
+    def __init__(self, step: str, message: str, exit_code: int) -> None:
+        super().__init__(f"step {step!r} failed: {message}")
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class LocalRun:
+    """Result of one local pipeline run."""
+
+    summary: dict[str, Any]
+    run_dir: Path
+    seconds: float
+    steps: list[dict[str, Any]]
+
+
+def absolute_uri(data: str) -> str:
+    """Make a relative data path absolute (steps run in their own working directories)."""
+    if not data or urlparse(data).scheme in ("s3", "file", "builtin"):
+        return data
+    return str(Path(data).expanduser().resolve())
+
+
+def read_events(path: Path) -> list[dict[str, Any]]:
+    """Progress events written by the steps (see hybridml.steps.runtime)."""
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _progress(events_path: Path, console: Console, done: threading.Event) -> None:
+    seen = 0
+    with console.status("starting pipeline…") as status:
+        while not done.wait(0.2):
+            events = read_events(events_path)
+            for event in events[seen:]:
+                if event["event"] == "end":
+                    console.print(f"[green]✓[/green] {event['step']} ({event['seconds']:.1f}s)")
+                elif event["event"] == "start":
+                    status.update(f"{event['step']}…")
+            seen = len(events)
+
+
+def run(settings: Settings, arguments: dict[str, Any], *, progress: Console | None, verbose: bool = False) -> LocalRun:
+    """Execute ``training_pipeline(**arguments)`` locally and return its summary.
+
+    Raises:
+        InvalidInputError: an argument is out of range (checked before any step runs).
+        StepFailedError: a step failed; the message is the step's own one-line error.
+    """
+    from kfp import local
+
+    from hybridml.pipelines.training import training_pipeline
+
+    approval.check_threshold("threshold", float(arguments.get("threshold", 0.75)))
+    approval.check_threshold("tolerance", float(arguments.get("tolerance", 0.01)))
+    traffic = int(arguments.get("traffic_percent", 100))
+    if not 1 <= traffic <= 100:
+        raise InvalidInputError(f"traffic percent must be between 1 and 100, got {traffic}")
+
+    run_dir = settings.runs_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    events_path = run_dir / "events.jsonl"
+    os.environ[RUN_LOG_ENV] = str(events_path)
+    arguments = {
+        **arguments,
+        "tracking_uri": settings.tracking_uri,
+        "experiment": settings.experiment,
+        "home": str(settings.home),
+    }
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(run_dir / "artifacts"), raise_on_error=True
+    )
+
+    done = threading.Event()
+    painter = None
+    if progress is not None:
+        painter = threading.Thread(target=_progress, args=(events_path, progress, done), daemon=True)
+        painter.start()
+    start = time.perf_counter()
+    log_path = run_dir / "pipeline.log"
+    try:
+        # kfp.local prints every step's logs to stdout; keep them in the run folder (--verbose shows the path).
+        with log_path.open("w") as log, contextlib.redirect_stdout(log):
+            task = training_pipeline(**arguments)
+    except RuntimeError as exc:
+        failure = next((e for e in reversed(read_events(events_path)) if e["event"] == "error"), None)
+        if failure is None:
+            raise HybridmlError(f"pipeline failed: {exc} (logs: {log_path})") from exc
+        raise StepFailedError(failure["step"], failure["message"], int(failure.get("exit_code", 1))) from exc
+    finally:
+        done.set()
+        if painter is not None:
+            painter.join(timeout=2)
+        os.environ.pop(RUN_LOG_ENV, None)
+    seconds = time.perf_counter() - start
+    summary = json.loads(task.output)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return LocalRun(summary=summary, run_dir=run_dir, seconds=seconds, steps=read_events(events_path))

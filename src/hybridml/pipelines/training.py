@@ -1,0 +1,231 @@
+"""preprocess → train → evaluate → gate → (register | HPO → retrain best → evaluate → register) → approve → deploy."""
+
+from pathlib import Path
+
+from kfp import compiler, dsl
+
+from hybridml.components import (
+    approve,
+    deploy,
+    evaluate,
+    hpo,
+    inference,
+    preprocess,
+    register,
+    summarize,
+    train,
+    wait_ready,
+)
+
+PIPELINE_NAME = "hybridml-training"
+COMPILED = Path(__file__).with_name("hybridml_training.yaml")
+
+
+def _local(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    # Every step talks to MLflow and the deploy target itself; a cached result would skip those side effects.
+    return task.set_caching_options(False)
+
+
+@dsl.pipeline(
+    name=PIPELINE_NAME,
+    description="Train a binary classifier, gate on ROC AUC (HPO below the threshold), register in MLflow, "
+    "approve, deploy to KServe and score held-out rows.",
+)
+def training_pipeline(
+    data_uri: str = "",
+    target: str = "",
+    model_name: str = "hybridml-model",
+    model_type: str = "xgboost",
+    params_json: str = "{}",
+    threshold: float = 0.75,
+    tolerance: float = 0.01,
+    auto_approve: bool = True,
+    n_trials: int = 20,
+    hpo_timeout_s: float = 600.0,
+    hpo_storage: str = "",
+    seed: int = 42,
+    test_size: float = 0.2,
+    deploy_target: str = "local",
+    traffic_percent: int = 100,
+    ready_timeout_s: float = 120.0,
+    predict_rows: int = 5,
+    tracking_uri: str = "",
+    experiment: str = "hybridml",
+    home: str = "",
+) -> str:
+    """The whole life of a tabular model; returns the run summary as JSON."""
+    run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+    pre = _local(
+        preprocess(
+            data_uri=data_uri,
+            target=target,
+            seed=seed,
+            test_size=test_size,
+            threshold=threshold,
+            model_name=model_name,
+            tracking_uri=tracking_uri,
+        )
+    ).set_display_name("preprocess")
+    base = _local(
+        train(
+            train=pre.outputs["train"],
+            schema=pre.outputs["schema"],
+            model_type=model_type,
+            params_json=params_json,
+            seed=seed,
+            tracking_uri=tracking_uri,
+            experiment=experiment,
+            pipeline_run_id=run_id,
+            run_name="train",
+        )
+    ).set_display_name("train")
+    scored = _local(
+        evaluate(
+            model=base.outputs["model"],
+            test=pre.outputs["test"],
+            run_id=base.outputs["run_id"],
+            tracking_uri=tracking_uri,
+            experiment=experiment,
+            step_name="evaluate",
+        )
+    ).set_display_name("evaluate")
+
+    with dsl.If(scored.outputs["Output"] >= threshold, name="roc-meets-threshold"):
+        direct = _local(
+            register(
+                model_name=model_name,
+                model_uri=base.outputs["model_uri"],
+                run_id=base.outputs["run_id"],
+                roc_auc=scored.outputs["Output"],
+                data_hash=pre.outputs["data_hash"],
+                pipeline_run_id=run_id,
+                branch="register",
+                tracking_uri=tracking_uri,
+            )
+        ).set_display_name("register")
+    with dsl.Else(name="roc-below-threshold"):
+        search = _local(
+            hpo(
+                train=pre.outputs["train"],
+                valid=pre.outputs["valid"],
+                schema=pre.outputs["schema"],
+                model_type=model_type,
+                n_trials=n_trials,
+                timeout_s=hpo_timeout_s,
+                storage=hpo_storage,
+                seed=seed,
+                tracking_uri=tracking_uri,
+                experiment=experiment,
+                pipeline_run_id=run_id,
+            )
+        ).set_display_name("hpo")
+        best = _local(
+            train(
+                train=pre.outputs["train"],
+                schema=pre.outputs["schema"],
+                model_type=model_type,
+                params_json=search.outputs["best_params_json"],
+                seed=seed,
+                tracking_uri=tracking_uri,
+                experiment=experiment,
+                pipeline_run_id=run_id,
+                run_name="train-best",
+            )
+        ).set_display_name("train best")
+        best_scored = _local(
+            evaluate(
+                model=best.outputs["model"],
+                test=pre.outputs["test"],
+                run_id=best.outputs["run_id"],
+                tracking_uri=tracking_uri,
+                experiment=experiment,
+                step_name="evaluate best",
+            )
+        ).set_display_name("evaluate best")
+        tuned = _local(
+            register(
+                model_name=model_name,
+                model_uri=best.outputs["model_uri"],
+                run_id=best.outputs["run_id"],
+                roc_auc=best_scored.outputs["Output"],
+                data_hash=pre.outputs["data_hash"],
+                pipeline_run_id=run_id,
+                branch="hpo",
+                tracking_uri=tracking_uri,
+            )
+        ).set_display_name("register best")
+
+    version = dsl.OneOf(direct.outputs["model_version"], tuned.outputs["model_version"])
+    roc_auc = dsl.OneOf(direct.outputs["roc_auc"], tuned.outputs["roc_auc"])
+    branch = dsl.OneOf(direct.outputs["branch"], tuned.outputs["branch"])
+    status = _local(
+        approve(
+            model_name=model_name,
+            version=version,
+            threshold=threshold,
+            tolerance=tolerance,
+            auto_approve=auto_approve,
+            tracking_uri=tracking_uri,
+        )
+    ).set_display_name("approval status")
+
+    with dsl.If(status.output == "Approved", name="approved"):
+        placed = _local(
+            deploy(
+                model_name=model_name,
+                version=version,
+                target=deploy_target,
+                traffic_percent=traffic_percent,
+                home=home,
+                tracking_uri=tracking_uri,
+            )
+        ).set_display_name("deploy")
+        ready = _local(
+            wait_ready(
+                model_name=model_name,
+                target=deploy_target,
+                timeout_s=ready_timeout_s,
+                home=home,
+                endpoint=placed.output,
+            )
+        ).set_display_name("wait until ready")
+        scores = _local(
+            inference(
+                endpoint=ready.output,
+                model_name=model_name,
+                test=pre.outputs["test"],
+                schema=pre.outputs["schema"],
+                n_rows=predict_rows,
+            )
+        ).set_display_name("inference")
+        served = _local(
+            summarize(
+                roc_auc=roc_auc,
+                branch=branch,
+                model_name=model_name,
+                version=version,
+                status=status.output,
+                endpoint=ready.output,
+                predictions_json=scores.outputs["Output"],
+            )
+        ).set_display_name("summary")
+    with dsl.Else(name="not-approved"):
+        held = _local(
+            summarize(
+                roc_auc=roc_auc,
+                branch=branch,
+                model_name=model_name,
+                version=version,
+                status=status.output,
+                endpoint="",
+                predictions_json="",
+            )
+        ).set_display_name("summary")
+    return dsl.OneOf(served.output, held.output)
+
+
+def compile_to(path: "str | Path" = COMPILED) -> Path:
+    """Compile the pipeline to KFP IR YAML (what the Kubeflow UI uploads)."""
+    path = Path(path)
+    compiler.Compiler().compile(training_pipeline, str(path))
+    return path

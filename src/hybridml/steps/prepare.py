@@ -1,0 +1,98 @@
+"""Preprocess step: read the table, check it, infer schema and reference statistics, hash, split."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from hybridml.core import approval, data
+from hybridml.core.schema import FeatureSchema
+from hybridml.errors import InvalidInputError, NotFoundError
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What preprocess hands to the next steps besides its files."""
+
+    data_hash: str
+    n_rows: int
+    n_features: int
+
+
+def read_input(data_uri: str, target: str) -> tuple[pd.DataFrame, str]:
+    """The input table and its target column.
+
+    ``""`` (or ``builtin:breast_cancer``) is scikit-learn's bundled table; ``builtin:synthetic_hard`` a noisy one
+    that takes the HPO branch. Neither needs a download.
+    """
+    if data_uri in ("", data.BUILTIN_DATASET, data.BUILTIN_HARD):
+        frame, default_target = data.synthetic_hard() if data_uri == data.BUILTIN_HARD else data.builtin_breast_cancer()
+        return frame, target or default_target
+    if not target:
+        raise InvalidInputError("--target is required with --data (the name of the 0/1 label column)")
+    from hybridml.adapters import storage
+
+    path = storage.fetch(data_uri, tempfile.mkdtemp(prefix="hybridml-data-"))
+    return data.load_table(path), target
+
+
+def check_against_registered(schema: FeatureSchema, model_name: str, tracking_uri: str) -> None:
+    """Refuse data whose columns differ from the latest registered version of ``model_name``."""
+    if not model_name or not tracking_uri:
+        return
+    from hybridml.adapters.registry import Registry
+
+    registry = Registry(tracking_uri, user="pipeline")
+    try:
+        versions = registry.list_versions(model_name)
+    except NotFoundError:
+        return  # first version of a new model: anything goes
+    if not versions:
+        return
+    latest = max(versions, key=lambda v: v.version)
+    bundle = registry.download(model_name, latest.version, Path(tempfile.mkdtemp(prefix="hybridml-schema-")))
+    problems = bundle.schema.differences(schema)
+    if problems:
+        raise InvalidInputError(
+            f"data does not match the schema of {model_name} version {latest.version}: "
+            + "; ".join(problems)
+            + " (use another --model-name for a new model)"
+        )
+
+
+def preprocess(
+    *,
+    data_uri: str,
+    target: str,
+    seed: int,
+    test_size: float,
+    threshold: float,
+    model_name: str,
+    tracking_uri: str,
+    train_path: str,
+    valid_path: str,
+    test_path: str,
+    schema_path: str,
+) -> Prepared:
+    """Validate parameters and data, then write the three splits (Parquet) and the schema (JSON)."""
+    approval.check_threshold("threshold", threshold)
+    frame, target = read_input(data_uri, target)
+    schema = data.infer_schema(frame, target)
+    check_against_registered(schema, model_name, tracking_uri)
+    parts = data.split(frame, schema, seed=seed, test_size=test_size, valid_size=test_size)
+    for part, path in ((parts.train, train_path), (parts.valid, valid_path), (parts.test, test_path)):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        part.to_parquet(path, index=False)
+    Path(schema_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(schema_path).write_text(json.dumps(schema.to_dict(), indent=2))
+    return Prepared(data_hash=schema.data_hash, n_rows=schema.n_rows, n_features=len(schema.features))
+
+
+def load_split(path: str, schema_path: str) -> tuple[pd.DataFrame, FeatureSchema]:
+    """Read one split written by :func:`preprocess` and its schema."""
+    schema = FeatureSchema.from_dict(json.loads(Path(schema_path).read_text()))
+    return pd.read_parquet(path), schema
