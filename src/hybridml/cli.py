@@ -38,7 +38,7 @@ class State:
 
 
 def _state(ctx: typer.Context) -> State:
-    return ctx.find_root().obj  # type: ignore[no-any-return]
+    return ctx.find_root().obj
 
 
 @app.callback()
@@ -53,6 +53,8 @@ def _root(
     settings = Settings.from_env(home=home)
     # Steps run as subprocesses of kfp.local and read their settings from the environment (their edge).
     os.environ["HYBRIDML_HOME"] = str(settings.home)
+    # MLflow logs schema migrations and downloads at INFO on stderr, which would bury the one-line errors.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     ctx.obj = State(settings=settings, verbose=verbose)
 
 

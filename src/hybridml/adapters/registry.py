@@ -609,12 +609,12 @@ class Registry:
 
 
 def _is_transient(exc: MlflowException) -> bool:
-    if exc.error_code in _NOT_FOUND_CODES or exc.error_code in _INVALID_CODES:
+    if exc.error_code in _NOT_FOUND_CODES:
         return False
-    if exc.error_code in _TRANSIENT_CODES:
-        return True
+    # MLflow's SQL store reports an IntegrityError that outlived its own retries as BAD_REQUEST, so the
+    # message, not the code, tells a lost race from a bad argument.
     text = str(exc).lower()
-    return any(mark in text for mark in _TRANSIENT_TEXT)
+    return exc.error_code in _TRANSIENT_CODES or any(mark in text for mark in _TRANSIENT_TEXT)
 
 
 def _translate(exc: MlflowException, what: str) -> HybridmlError:

@@ -37,7 +37,7 @@ def register(
         run_key=f"{pipeline_run_id}/{branch}",
         tracking_uri=tracking_uri_or_default(tracking_uri),
     )
-    return namedtuple("RegisterOutputs", ["model_version", "roc_auc", "branch"])(
+    return namedtuple("RegisterOutputs", ["model_version", "roc_auc", "branch"])(  # type: ignore[call-arg]
         out.model_version, out.roc_auc, out.branch
     )
 
@@ -127,10 +127,11 @@ def summarize(
     roc_auc: float, branch: str, model_name: str, version: int, status: str, endpoint: str, predictions_json: str
 ) -> str:
     """The run's result as one JSON object (what `hybridml run --json` prints)."""
+    from hybridml.steps.runtime import run_step
 
-    from hybridml.steps import release
-
-    return release.summarize(
+    summary = run_step(
+        "summary",
+        "hybridml.steps.release:summarize",
         roc_auc=roc_auc,
         branch=branch,
         model_name=model_name,
@@ -138,4 +139,5 @@ def summarize(
         status=status,
         endpoint=endpoint,
         predictions_json=predictions_json,
-    ).to_json()
+    )
+    return summary.to_json()

@@ -45,7 +45,7 @@ def preprocess(
     for artifact in (train, valid, test):
         artifact.metadata["data_hash"] = out.data_hash
     schema.metadata.update({"n_rows": out.n_rows, "n_features": out.n_features})
-    return namedtuple("PreprocessOutputs", ["data_hash", "n_rows"])(out.data_hash, out.n_rows)
+    return namedtuple("PreprocessOutputs", ["data_hash", "n_rows"])(out.data_hash, out.n_rows)  # type: ignore[call-arg]
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -81,7 +81,7 @@ def train(
         model_dir=model.path,
     )
     model.metadata.update({"model_type": model_type, "mlflow_run_id": out.run_id, "mlflow_model_uri": out.model_uri})
-    return namedtuple("TrainOutputs", ["run_id", "model_uri"])(out.run_id, out.model_uri)
+    return namedtuple("TrainOutputs", ["run_id", "model_uri"])(out.run_id, out.model_uri)  # type: ignore[call-arg]
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -153,4 +153,4 @@ def hpo(
     metrics.log_metric("trials_complete", out.n_trials)
     metrics.log_metric("trials_pruned", out.n_pruned)
     Path(report.path).write_text(out.markdown())
-    return namedtuple("HpoOutputs", ["best_params_json", "best_value"])(out.best_params_json, out.best_value)
+    return namedtuple("HpoOutputs", ["best_params_json", "best_value"])(out.best_params_json, out.best_value)  # type: ignore[call-arg]

@@ -165,4 +165,4 @@ def load_estimator(bundle: Bundle) -> Classifier:
     refused = [t for t in untrusted if not t.startswith(_TRUSTED_SKOPS_PREFIXES)]
     if refused:
         raise InvalidInputError(f"model file {path} contains types that are not trusted: {refused}")
-    return sio.load(path, trusted=untrusted)  # type: ignore[no-any-return]
+    return sio.load(path, trusted=untrusted)

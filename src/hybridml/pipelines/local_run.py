@@ -7,6 +7,7 @@ import json
 import os
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,7 +106,9 @@ def run(settings: Settings, arguments: dict[str, Any], *, progress: Console | No
     log_path = run_dir / "pipeline.log"
     try:
         # kfp.local prints every step's logs to stdout; keep them in the run folder (--verbose shows the path).
-        with log_path.open("w") as log, contextlib.redirect_stdout(log):
+        with log_path.open("w") as log, contextlib.redirect_stdout(log), warnings.catch_warnings():
+            # kfp.local warns that display names and the cluster image do not apply locally; both are expected.
+            warnings.filterwarnings("ignore", module=r"kfp\.local\..*")
             task = training_pipeline(**arguments)
     except RuntimeError as exc:
         failure = next((e for e in reversed(read_events(events_path)) if e["event"] == "error"), None)

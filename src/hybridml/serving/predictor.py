@@ -187,9 +187,7 @@ class BundlePredictor:
                     raise InvalidInputError(f"row {r} has {len(row)} values, model expects {width} features")
                 matrix[r] = [self._convert(v, r, j) for j, v in enumerate(row)]
             else:
-                raise InvalidInputError(
-                    f"row {r} must be a list of values or an object of named values: {_show(row)}"
-                )
+                raise InvalidInputError(f"row {r} must be a list of values or an object of named values: {_show(row)}")
         return matrix.astype(np.float32)
 
     def _encode_named(self, row: Mapping[str, Any], r: int) -> list[float]:

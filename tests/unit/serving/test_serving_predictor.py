@@ -28,8 +28,10 @@ def rows(cancer: tuple[pd.DataFrame, str], xgb: BundlePredictor) -> list[list[fl
     return frame[xgb.feature_names].head(50).to_numpy().tolist()
 
 
-def test_xgboost_scores_equal_estimator(xgb_bundle: Path, xgb: BundlePredictor, cancer: tuple[pd.DataFrame, str]) -> None:
-    frame, target = cancer
+def test_xgboost_scores_equal_estimator(
+    xgb_bundle: Path, xgb: BundlePredictor, cancer: tuple[pd.DataFrame, str]
+) -> None:
+    frame, _ = cancer
     expected = positive_scores(load_estimator(read_bundle(xgb_bundle)), encode_features(frame, xgb.schema))
     got = xgb.predict(frame[xgb.feature_names].to_numpy().tolist())
     np.testing.assert_allclose(got, expected, atol=1e-6)

@@ -1,0 +1,97 @@
+"""Bad input ends with one clear line and a non-zero exit, no downstream step runs, the registry is unchanged."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hybridml.core import data
+
+from .conftest import Cli
+
+Make = Callable[[Path], list[str]]
+
+
+def _csv(path: Path, frame: pd.DataFrame, name: str = "bad.csv") -> Path:
+    target = path / name
+    frame.to_csv(target, index=False)
+    return target
+
+
+def _cancer() -> pd.DataFrame:
+    return data.builtin_breast_cancer()[0]
+
+
+CASES: dict[str, tuple[Make, str]] = {
+    "missing file": (lambda d: ["run", "--data", str(d / "nope.csv"), "--target", "y"], "data file not found"),
+    "missing target column": (
+        lambda d: ["run", "--data", str(_csv(d, _cancer())), "--target", "label"],
+        "target column 'label' not found",
+    ),
+    "non-binary target": (
+        lambda d: ["run", "--data", str(_csv(d, _cancer().assign(target=np.arange(569) % 3))), "--target", "target"],
+        "must have exactly 2 classes, found 3",
+    ),
+    "empty table": (
+        lambda d: ["run", "--data", str(_csv(d, _cancer().iloc[:0])), "--target", "target"],
+        "has no rows",
+    ),
+    "column of only NaN": (
+        lambda d: ["run", "--data", str(_csv(d, _cancer().assign(mean_radius=np.nan))), "--target", "target"],
+        "column 'mean_radius' contains only missing values",
+    ),
+    "schema differs from the registered model": (
+        lambda d: ["run", "--data", str(_csv(d, _cancer().drop(columns=["mean_area"]))), "--target", "target"],
+        "does not match the schema of hybridml-model version 1: missing columns ['mean_area']",
+    ),
+    "threshold above 1": (lambda d: ["run", "--threshold", "1.5"], "threshold must be between 0 and 1, got 1.5"),
+    "threshold below 0": (lambda d: ["run", "--threshold", "-0.1"], "threshold must be between 0 and 1, got -0.1"),
+    "approve a non-existent version": (
+        lambda d: ["models", "approve", "hybridml-model", "99", "--reason", "x"],
+        "has no version 99",
+    ),
+    "approve a non-existent model": (
+        lambda d: ["models", "approve", "no-such-model", "1", "--reason", "x"],
+        "no-such-model",
+    ),
+    "show a non-existent model": (lambda d: ["models", "show", "no-such-model/1"], "no-such-model"),
+}
+
+
+def _snapshot(cli: Cli) -> tuple[int, dict[str, int], list[str]]:
+    versions = cli.json("models", "show", "hybridml-model")
+    assert isinstance(versions, list)
+    return (
+        len(versions),
+        {a: v["version"] for v in versions for a in v["aliases"]},
+        [v["approval_status"] if "approval_status" in v else v["status"] for v in versions],
+    )
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_one_line_and_changes_nothing(
+    cli: Cli, first_run: dict[str, object], tmp_path: Path, case: str
+) -> None:
+    make, message = CASES[case]
+    before = _snapshot(cli)
+    runs_before = sorted((cli.home / "runs").iterdir())
+    result = cli(*make(tmp_path))
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert message in lines[0]
+    assert _snapshot(cli) == before
+    # No step after the failing one ran: a failed run leaves no summary and only its own start/error events.
+    for run_dir in sorted((cli.home / "runs").iterdir()):
+        if run_dir in runs_before:
+            continue
+        assert not (run_dir / "summary.json").exists()
+        events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+        assert [e["step"] for e in events] == ["preprocess", "preprocess"]
+        assert events[-1]["event"] == "error"
