@@ -60,11 +60,15 @@ def report(label: str, run: local_run.LocalRun, steps: dict[str, float], per_noo
     """Print one run's figures and return its overhead ratio."""
     overhead = (run.seconds - sum(steps.values())) / len(steps)
     ratio = overhead / per_noop
-    print(f"\n== {label}: {run.seconds:.1f} s wall, branch={run.summary['branch']}, "
-          f"status={run.summary['approval_status']}, roc_auc={run.summary['roc_auc']:.4f}")
+    print(
+        f"\n== {label}: {run.seconds:.1f} s wall, branch={run.summary['branch']}, "
+        f"status={run.summary['approval_status']}, roc_auc={run.summary['roc_auc']:.4f}"
+    )
     for name, seconds in steps.items():
         print(f"   {name:<22} {seconds:6.2f} s")
-    print(f"   overhead per step      {overhead:6.2f} s  (bare kfp.local no-op step {per_noop:.2f} s, ratio {ratio:.2f})")
+    print(
+        f"   overhead per step      {overhead:6.2f} s  (bare kfp.local no-op step {per_noop:.2f} s, ratio {ratio:.2f})"
+    )
     return ratio
 
 
@@ -89,9 +93,14 @@ def main() -> None:
     print(f"bare kfp.local chain: {per_noop:.2f} s per no-op step (9 steps, one run)")
     r1 = report(f"direct branch ({n_direct} steps)", direct, direct_steps, per_noop)
     r2 = report(f"HPO branch ({args.trials} trials)", hpo, hpo_steps, per_noop)
-    figures = {"direct_s": round(direct.seconds, 1), "hpo_s": round(hpo.seconds, 1), "noop_step_s": round(per_noop, 2),
-               "overhead_ratio_direct": round(r1, 2), "overhead_ratio_hpo": round(r2, 2),
-               "targets": {"direct_s": 45, "hpo_s": 90, "overhead_ratio": 1.2}}
+    figures = {
+        "direct_s": round(direct.seconds, 1),
+        "hpo_s": round(hpo.seconds, 1),
+        "noop_step_s": round(per_noop, 2),
+        "overhead_ratio_direct": round(r1, 2),
+        "overhead_ratio_hpo": round(r2, 2),
+        "targets": {"direct_s": 45, "hpo_s": 90, "overhead_ratio": 1.2},
+    }
     print("\n" + json.dumps(figures))
 
 

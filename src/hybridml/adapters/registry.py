@@ -35,6 +35,7 @@ __all__ = [
     "ModelSummary",
     "Registry",
     "VersionInfo",
+    "retry",
 ]
 
 _log = logging.getLogger(__name__)
@@ -191,12 +192,15 @@ class Registry:
                     )
                 else:
                     import mlflow.sklearn
+                    import skops.io as sio
 
                     mlflow.sklearn.save_model(
                         estimator,
                         str(local),
                         mlflow_model=mlflow_model,
                         serialization_format="skops",
+                        # load_estimator above already vetted every type in the file against core's allow-list.
+                        skops_trusted_types=sio.get_untrusted_types(file=bundle.path / bundle.model_file),
                         pip_requirements=_requirements(bundle.model_type),
                     )
                 # The manifest names the same file name MLflow just wrote (model.json / model.skops).
@@ -288,11 +292,11 @@ class Registry:
             name, _, alias = text.partition("@")
             if not alias or "@" in alias or "/" in alias or not _NAME_RE.match(name):
                 raise InvalidInputError(f"malformed model reference {ref!r} (expected NAME@ALIAS)")
-            self._get_model(name)
-            mv = self._call(
-                lambda: self._client.get_model_version_by_alias(name, alias), f"alias {alias!r} of model {name!r}"
-            )
-            return self._info(mv)
+            # Looked up in the model's alias map: MLflow reports a missing alias as an invalid parameter.
+            target = self.aliases(name).get(alias)
+            if target is None:
+                raise NotFoundError(f"model {name!r} has no alias {alias!r}")
+            return self.get_version(name, target)
         if "/" in text:
             name, _, version = text.partition("/")
             if not version.isdigit() or not _NAME_RE.match(name):
@@ -590,22 +594,39 @@ class Registry:
             raise _translate(exc, what) from exc
 
     def _retry(self, op: Callable[[], T], what: str) -> T:
-        """Run ``op``, retrying transient failures with jittered exponential backoff."""
-        bound = self._backoff_s
-        for attempt in range(1, self._attempts + 1):
-            try:
-                return op()
-            except MlflowException as exc:
-                if not _is_transient(exc):
-                    raise _translate(exc, what) from exc
-                if attempt == self._attempts:
-                    raise ConflictError(
-                        f"{what}: backend still contended after {attempt} attempts: {_first_line(exc)}"
-                    ) from exc
-                _log.debug("retrying %s after transient error (attempt %d): %s", what, attempt, exc)
-            self._sleep(random.uniform(0, bound))  # noqa: S311 - jitter, not security
-            bound = min(bound * 2, 2.0)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return retry(op, what, attempts=self._attempts, backoff_s=self._backoff_s, sleep=self._sleep)
+
+
+def retry(
+    op: Callable[[], T],
+    what: str,
+    *,
+    attempts: int = 10,
+    backoff_s: float = 0.05,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Run ``op``, retrying transient MLflow failures with jittered exponential backoff.
+
+    Raises:
+        ConflictError: still failing transiently after ``attempts`` tries (the message names ``what``).
+        HybridmlError: the translation of a non-transient failure (not found, invalid, ...).
+    """
+    bound = backoff_s
+    for attempt in range(1, attempts + 1):
+        try:
+            return op()
+        except MlflowException as exc:
+            if not _is_transient(exc):
+                raise _translate(exc, what) from exc
+            if attempt == attempts:
+                raise ConflictError(
+                    f"{what}: backend still contended after {attempt} attempts: {_first_line(exc)}"
+                ) from exc
+            _log.debug("retrying %s after transient error (attempt %d): %s", what, attempt, exc)
+        # Full jitter: concurrent writers that collided once should not collide again in lock-step.
+        sleep(random.uniform(0, bound))  # noqa: S311 - jitter, not security
+        bound = min(bound * 2, 2.0)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _is_transient(exc: MlflowException) -> bool:

@@ -14,10 +14,12 @@ import numpy as np
 from hybridml.core.model import XGBOOST, Bundle, Classifier, load_estimator, positive_scores, read_bundle
 from hybridml.core.schema import BOOLEAN, CATEGORY, FeatureSchema, FeatureSpec
 from hybridml.errors import InvalidInputError, PayloadTooLargeError
+from hybridml.serving.native import PROBABILITY_OBJECTIVES, NativeBooster
 
 DEFAULT_MAX_ROWS = 10_000
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _MAX_NAMES_SHOWN = 5
+_PLAIN_NUMBERS = frozenset({float, int})
 
 Converter = Callable[[Any], float]
 
@@ -109,24 +111,53 @@ class BundlePredictor:
         max_rows: largest batch accepted; larger ones raise :class:`PayloadTooLargeError`.
     """
 
-    def __init__(self, bundle: Bundle, estimator: Classifier, *, max_rows: int = DEFAULT_MAX_ROWS) -> None:
+    def __init__(
+        self,
+        bundle: Bundle,
+        estimator: Classifier | None,
+        *,
+        max_rows: int = DEFAULT_MAX_ROWS,
+        booster: NativeBooster | None = None,
+    ) -> None:
         if max_rows < 1:
             raise InvalidInputError(f"max_rows must be at least 1, got {max_rows}")
+        if estimator is None and booster is None:
+            raise InvalidInputError("a predictor needs an estimator or a native booster")
         self.bundle = bundle
         self.estimator = estimator
         self.max_rows = max_rows
         self._converters = [_converter(spec) for spec in bundle.schema.features]
         self._position = {name: i for i, name in enumerate(bundle.schema.names)}
-        self._booster = _logistic_booster(estimator) if bundle.model_type == XGBOOST else None
+        # Schemas of plain numbers only can take the vectorised fast path of encode().
+        self._all_numeric = all(spec.dtype not in (CATEGORY, BOOLEAN) for spec in bundle.schema.features)
+        self._nullable = np.array([spec.nullable for spec in bundle.schema.features], dtype=bool)
+        self._native = booster
+        self._booster = booster
+        if booster is None and bundle.model_type == XGBOOST and estimator is not None:
+            self._booster = _logistic_booster(estimator)
 
     @classmethod
     def load(cls, model_dir: str | Path, *, max_rows: int = DEFAULT_MAX_ROWS) -> BundlePredictor:
         """Read and load the bundle in ``model_dir``.
 
+        XGBoost models with a probability objective are loaded through libxgboost directly (fast start);
+        everything else through :func:`hybridml.core.model.load_estimator`.
+
         Raises:
             InvalidInputError: the directory is not a valid bundle or its model file cannot be loaded.
         """
         bundle = read_bundle(model_dir)
+        if bundle.model_type == XGBOOST:
+            try:
+                native = NativeBooster(bundle.path / bundle.model_file)
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"cannot load model file {bundle.path / bundle.model_file}: {exc}") from exc
+            if native.objective in PROBABILITY_OBJECTIVES:
+                if native.n_features != len(bundle.schema.features):
+                    raise InvalidInputError(
+                        f"model file has {native.n_features} features, its schema {len(bundle.schema.features)}"
+                    )
+                return cls(bundle, None, max_rows=max_rows, booster=native)
         try:
             estimator = load_estimator(bundle)
         except InvalidInputError:
@@ -178,6 +209,9 @@ class BundlePredictor:
             raise InvalidInputError(f"rows must be a list of lists or a list of objects, got {type(rows).__name__}")
         n, width = len(rows), self.n_features
         self._check_batch_size(n)
+        fast = self._encode_plain(rows, width) if self._all_numeric else None
+        if fast is not None:
+            return fast
         matrix = np.empty((n, width), dtype=np.float64)
         for r, row in enumerate(rows):
             if isinstance(row, Mapping):
@@ -189,6 +223,33 @@ class BundlePredictor:
             else:
                 raise InvalidInputError(f"row {r} must be a list of values or an object of named values: {_show(row)}")
         return matrix.astype(np.float32)
+
+    def _encode_plain(self, rows: Sequence[Any], width: int) -> np.ndarray | None:
+        """The matrix of ``rows`` if every row is a list of ``width`` plain finite JSON numbers, else None.
+
+        Checks in bulk what :meth:`_convert` checks per value; anything unusual (null, bool, strings, ragged
+        rows, huge values) returns None so the per-value path produces the exact error message.
+        """
+        if any(type(row) is not list or len(row) != width for row in rows):
+            return None
+        if {type(v) for row in rows for v in row} - _PLAIN_NUMBERS:
+            return None
+        return self.plain_matrix(rows, (len(rows), width))
+
+    def plain_matrix(self, values: Sequence[Any], shape: tuple[int, int]) -> np.ndarray | None:
+        """Float32 matrix of already type-checked plain numbers (nested rows or flat), or None if out of range."""
+        try:
+            matrix = np.array(values, dtype=np.float64).reshape(shape)
+        except (OverflowError, ValueError):
+            return None
+        if not np.isfinite(matrix).all() or np.abs(matrix).max() > _FLOAT32_MAX:
+            return None
+        return matrix.astype(np.float32)
+
+    @property
+    def all_numeric(self) -> bool:
+        """Whether every feature is a plain number (no category or boolean), so a single matrix can carry them."""
+        return self._all_numeric
 
     def _encode_named(self, row: Mapping[str, Any], r: int) -> list[float]:
         unknown = [str(k) for k in row if k not in self._position]
@@ -233,8 +294,11 @@ class BundlePredictor:
 
     def scores(self, matrix: np.ndarray) -> np.ndarray:
         """Positive-class probabilities for an already validated matrix from :meth:`encode`."""
+        if self._native is not None:
+            return self._native.predict(matrix)
         if self._booster is not None:
             return np.asarray(self._booster.inplace_predict(matrix, validate_features=False), dtype=np.float64)
+        assert self.estimator is not None  # __init__ requires one of the two
         return np.asarray(positive_scores(self.estimator, matrix), dtype=np.float64)
 
     def predict(self, rows: Sequence[Sequence[Any]] | Sequence[Mapping[str, Any]]) -> list[float]:

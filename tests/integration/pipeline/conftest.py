@@ -25,7 +25,11 @@ class Cli:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HYBRIDML_"))}
         return subprocess.run(
             [str(HYBRIDML), "--home", str(self.home), *args],
-            capture_output=True, text=True, timeout=timeout, env=env, check=False,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            check=False,
         )
 
     def json(self, *args: str) -> object:

@@ -41,7 +41,7 @@ def test_mlflow_holds_runs_plots_versions_and_tags(cli: Cli, first_run: dict[str
     client = MlflowClient(tracking_uri=f"sqlite:///{cli.home / 'mlflow.db'}")
     version = client.get_model_version("hybridml-model", str(first_run["model_version"]))
     tags = version.tags
-    assert tags["approval_status"] == "Approved"
+    assert tags["approval_status"] == "Approved"  # SageMaker's ModelApprovalStatus values
     assert tags["data_hash"].startswith("sha256:")
     assert float(tags["roc_auc"]) == float(first_run["roc_auc"])  # type: ignore[arg-type]
     assert tags["pipeline_run_id"] and tags["code_version"].startswith("0.1.0")
@@ -110,4 +110,3 @@ def test_hard_dataset_takes_the_hpo_branch_and_registers_the_best_trial(cli: Cli
     else:  # still below the threshold after HPO: pending, no endpoint, and the way forward
         assert summary["endpoint"] is None
         assert summary["next_step"] == f"hybridml models approve hard {summary['model_version']} --reason '...'"
-

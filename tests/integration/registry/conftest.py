@@ -262,10 +262,10 @@ class _Skip(Exception):  # noqa: N818 - carries a skip reason, not an error
 def _launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
     root = tmp_path_factory.mktemp("registry-backends")
     template = root / "template.db"
-    mlflow.MlflowClient(f"sqlite:///{template}").search_experiments()  # creates and migrates the schema
     launcher = Launcher(root, template)
+    launcher.launch("http-postgres", launcher.http_postgres)  # first: it has the longest way to go
+    mlflow.MlflowClient(f"sqlite:///{template}").search_experiments()  # creates and migrates the schema
     launcher.launch("http-sqlite", launcher.http_sqlite)
-    launcher.launch("http-postgres", launcher.http_postgres)
     try:
         yield launcher
     finally:

@@ -56,7 +56,7 @@ def test_s3_object_is_fetched_and_read(s3: str, tmp_path: Path) -> None:
 
 
 def test_missing_object_and_bad_uris(s3: str, tmp_path: Path) -> None:
-    with pytest.raises(NotFoundError, match="data object not found: s3://lake/none.csv"):
+    with pytest.raises(NotFoundError, match=r"data object not found: s3://lake/none\.csv"):
         storage.fetch("s3://lake/none.csv", tmp_path)
     with pytest.raises(NotFoundError, match="data object not found"):
         storage.fetch("s3://no-bucket/x.csv", tmp_path)
