@@ -41,7 +41,7 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
-STATUS_TAG = "hybridml.status"
+STATUS_TAG = "approval_status"  # SageMaker's ModelApprovalStatus values
 RUN_KEY_TAG = "hybridml.run_key"
 MODEL_URI_TAG = "hybridml.model_uri"
 # Plain tag keys the pipeline passes to register(); VersionInfo exposes them as typed fields.

@@ -181,7 +181,8 @@ class BundlePredictor:
         """Number of input features."""
         return len(self.bundle.schema.features)
 
-    def _check_batch_size(self, n: int) -> None:
+    def check_batch_size(self, n: int) -> None:
+        """Raise for an empty batch (400) or one above ``max_rows`` (413)."""
         if n == 0:
             raise InvalidInputError("request has no rows")
         if n > self.max_rows:
@@ -208,7 +209,7 @@ class BundlePredictor:
         if isinstance(rows, str | bytes | Mapping) or not isinstance(rows, Sequence | np.ndarray):
             raise InvalidInputError(f"rows must be a list of lists or a list of objects, got {type(rows).__name__}")
         n, width = len(rows), self.n_features
-        self._check_batch_size(n)
+        self.check_batch_size(n)
         fast = self._encode_plain(rows, width) if self._all_numeric else None
         if fast is not None:
             return fast
@@ -286,7 +287,7 @@ class BundlePredictor:
                 f"features have different numbers of values: {self.feature_names[0]!r} has {n},"
                 f" {uneven[0]!r} has {lengths[uneven[0]]}"
             )
-        self._check_batch_size(n)
+        self.check_batch_size(n)
         matrix = np.empty((n, self.n_features), dtype=np.float64)
         for j, name in enumerate(self.feature_names):
             matrix[:, j] = [self._convert(v, r, j) for r, v in enumerate(columns[name])]
