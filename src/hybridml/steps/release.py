@@ -8,8 +8,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
 from hybridml.config import Settings
 from hybridml.core import approval
 from hybridml.errors import ConflictError, InvalidInputError
@@ -162,9 +160,3 @@ def summarize(
         next_step=next_step,
     )
 
-
-def read_rows(path: str) -> pd.DataFrame:
-    """Rows to send for `hybridml predict` (CSV or Parquet)."""
-    from hybridml.core.data import load_table
-
-    return load_table(path)

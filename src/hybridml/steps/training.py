@@ -182,7 +182,10 @@ def search(
     # MLflowCallback uses MLflow's fluent API: point it at this run so trials nest under it.
     mlflow.set_tracking_uri(tracking_uri)
     callback = MLflowCallback(
-        tracking_uri=tracking_uri, metric_name="valid_roc_auc", create_experiment=False, mlflow_kwargs={"nested": True}
+        tracking_uri=tracking_uri,
+        metric_name="valid_roc_auc",
+        create_experiment=False,
+        mlflow_kwargs={"nested": True, "experiment_id": tracker.experiment_id},
     )
     with mlflow.start_run(run_id=run_id):
         study = hpo.optimize(
