@@ -1,1 +1,1 @@
-"""Serving a model bundle: strict input validation, the KServe model server and an HTTP client."""
+"""Serving a model bundle: strict validation, a lean KServe-protocol ASGI server, traffic router and HTTP client."""

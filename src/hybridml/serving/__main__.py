@@ -8,44 +8,49 @@ import sys
 from hybridml.errors import HybridmlError
 from hybridml.serving.predictor import DEFAULT_MAX_ROWS
 
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+
 
 def build_parser() -> argparse.ArgumentParser:
-    """The server's flags; dashed names so none is taken for one of KServe's own underscored flags."""
+    """The server's flags (dashed names, the same as the earlier KServe-based server's)."""
     parser = argparse.ArgumentParser(
-        prog="python -m hybridml.serving", description="Serve a hybridml model bundle with KServe.", allow_abbrev=False
+        prog="python -m hybridml.serving",
+        description="Serve a hybridml model bundle over the KServe V1/V2 REST protocol.",
+        allow_abbrev=False,
     )
-    parser.add_argument("--model-dir", required=True, help="bundle directory (hybridml.json + model file)")
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--model-dir", help="bundle directory (hybridml.json + model file)")
+    model.add_argument("--model-uri", help="bundle location: file:///DIR, s3://BUCKET/PREFIX or a path")
     parser.add_argument("--model-name", required=True, help="name in the URL: /v2/models/NAME/infer")
     parser.add_argument("--model-version", default="", help="version reported in the X-Hybridml-Version header")
+    parser.add_argument("--model-root", default=None, help="local models must lie inside this directory")
+    parser.add_argument("--allow-pickle", action="store_true", help="accept model directories with pickle files")
     parser.add_argument("--bind-host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     parser.add_argument("--bind-port", type=int, default=8080, help="HTTP port")
     parser.add_argument("--canary-dir", default=None, help="optional canary bundle served under the same name")
     parser.add_argument("--canary-version", default="", help="version of the canary bundle")
     parser.add_argument("--canary-percent", type=int, default=0, help="share of requests (0-100) the canary answers")
+    parser.add_argument("--shadow-dir", default=None, help="optional challenger bundle that gets a copy of requests")
+    parser.add_argument("--shadow-version", default="", help="version of the shadow bundle")
     parser.add_argument("--split-seed", type=int, default=None, help="seed of the stable/canary random split")
     parser.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ROWS, help="largest batch accepted per request")
+    parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help="413 above this size")
+    parser.add_argument("--payload-log", default=None, help="JSON-lines file of requests and predictions")
+    parser.add_argument("--feedback-log", default=None, help="JSON-lines file of /feedback labels")
+    parser.add_argument("--no-batching", action="store_true", help="score each request alone (no micro-batching)")
+    parser.add_argument("--batch-wait-ms", type=float, default=0.0, help="longest wait to fill a micro-batch")
+    parser.add_argument("--variant", default="stable", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-socket", default=None, help=argparse.SUPPRESS)  # set by the router only
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse flags, load the bundle(s) and serve until terminated; returns the exit code."""
     args = build_parser().parse_args(argv)
-    # `import kserve` parses sys.argv with its own parser; hand it none of our flags so it keeps its defaults.
-    del sys.argv[1:]
-    from hybridml.serving.kserve_model import HybridmlModel, serve
+    from hybridml.serving.runtime import run_server
 
     try:
-        model = HybridmlModel(
-            args.model_name,
-            args.model_dir,
-            version=args.model_version,
-            canary_dir=args.canary_dir,
-            canary_version=args.canary_version,
-            canary_percent=args.canary_percent,
-            seed=args.split_seed,
-            max_rows=args.max_rows,
-        )
-        serve(model, host=args.bind_host, port=args.bind_port)
+        run_server(args)
     except HybridmlError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

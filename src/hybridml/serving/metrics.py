@@ -13,7 +13,7 @@ from prometheus_client.registry import Collector
 from hybridml.core.schema import FeatureSchema
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
-SCORE_BUCKETS = tuple(round(0.1 * i, 1) for i in range(1, 10)) + (1.0,)
+SCORE_BUCKETS = (*(round(0.1 * i, 1) for i in range(1, 10)), 1.0)
 STAGES = ("parse", "predict", "encode", "total")
 
 
@@ -54,7 +54,8 @@ class _ScoreAndInputCollector(Collector):
             bins = (values[:, :, None] > self._edges[None, :, :]).sum(axis=2)
             bins[np.isnan(values)] = self._bins - 1
             flat = bins + np.arange(len(self._features))[None, :] * self._bins
-            input_counts = np.bincount(flat.ravel(), minlength=self._input_counts.size).reshape(self._input_counts.shape)
+            shape = self._input_counts.shape
+            input_counts = np.bincount(flat.ravel(), minlength=self._input_counts.size).reshape(shape)
         with self._lock:
             self._score_counts += score_counts
             self._score_sum += float(scores.sum())

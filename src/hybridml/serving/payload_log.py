@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -49,7 +50,9 @@ def payload_record(
     request_id: str, model: str, version: str, variant: str, matrix: np.ndarray, scores: np.ndarray
 ) -> dict[str, Any]:
     """One payload-log line: the validated model inputs (NaN as null) and the scores."""
-    inputs = np.where(np.isnan(matrix), None, matrix).tolist() if np.isnan(matrix).any() else matrix
+    inputs: Any = matrix
+    if np.isnan(matrix).any():
+        inputs = [[None if math.isnan(v) else v for v in row] for row in matrix.tolist()]
     return {
         "ts": time.time(),
         "request_id": request_id,

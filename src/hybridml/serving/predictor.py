@@ -132,7 +132,7 @@ class BundlePredictor:
         self._all_numeric = all(spec.dtype not in (CATEGORY, BOOLEAN) for spec in bundle.schema.features)
         self._nullable = np.array([spec.nullable for spec in bundle.schema.features], dtype=bool)
         self._native = booster
-        self._booster = booster
+        self._booster: Any = booster
         if booster is None and bundle.model_type == XGBOOST and estimator is not None:
             self._booster = _logistic_booster(estimator)
 
@@ -237,7 +237,7 @@ class BundlePredictor:
             return None
         return self.plain_matrix(rows, (len(rows), width))
 
-    def plain_matrix(self, values: Sequence[Any], shape: tuple[int, int]) -> np.ndarray | None:
+    def plain_matrix(self, values: Sequence[Any] | np.ndarray, shape: tuple[int, int]) -> np.ndarray | None:
         """Float32 matrix of already type-checked plain numbers (nested rows or flat), or None if out of range."""
         try:
             matrix = np.array(values, dtype=np.float64).reshape(shape)

@@ -125,7 +125,8 @@ def v2_request(body: bytes, headers: Mapping[str, str]) -> V2Request:
     if request_id is not None and not isinstance(request_id, str):
         raise _invalid_body("id", "must be a string")
     outputs = payload.get("outputs") or []
-    if not isinstance(outputs, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs):
+    named = isinstance(outputs, list) and all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs)
+    if not named:
         raise _invalid_body("outputs", "must be a list of objects with a name")
     parameters = payload.get("parameters") or {}
     if not isinstance(parameters, dict):
@@ -252,7 +253,7 @@ def _single_matrix(predictor: BundlePredictor, tensor: Tensor) -> np.ndarray:
 def _tensor_values(tensor: Tensor, expected: int) -> list[Any]:
     """The tensor's elements as a flat Python list, checked against the size its shape declares."""
     data = tensor.data
-    values = data.reshape(-1).tolist() if isinstance(data, np.ndarray) else _flatten(data, tensor.name)
+    values = data.reshape(-1).tolist() if isinstance(data, np.ndarray) else _flatten(data, tensor)
     if len(values) != expected:
         raise InvalidInputError(
             f"input {tensor.name!r} has {len(values)} values, its shape {list(tensor.shape)} needs {expected}"
@@ -260,23 +261,26 @@ def _tensor_values(tensor: Tensor, expected: int) -> list[Any]:
     return values
 
 
-def _flatten(data: Any, name: str) -> list[Any]:
+def _flatten(data: Any, tensor: Tensor) -> list[Any]:
+    """Flat list of a tensor's JSON data: already flat, or nested exactly as its shape says (nothing ragged)."""
     if not isinstance(data, list):
-        raise InvalidInputError(f"input {name!r}: tensor data must be a list, got {type(data).__name__}")
+        raise InvalidInputError(f"input {tensor.name!r}: tensor data must be a list, got {type(data).__name__}")
     if not any(isinstance(v, list) for v in data):
         return data
-    flat: list[Any] = []
-    stack: list[Any] = [iter(data)]
-    # Iterative, so a deeply nested body cannot exhaust the interpreter stack.
-    while stack:
-        for v in stack[-1]:
-            if isinstance(v, list):
-                stack.append(iter(v))
-                break
-            flat.append(v)
-        else:
-            stack.pop()
-    return flat
+    level: list[Any] = data
+    count = 1
+    for depth, size in enumerate(tensor.shape[:-1]):
+        count *= size
+        # Every element at this depth must be a list, and the elements so far must number prod(shape[:depth+1]).
+        inner = tensor.shape[depth + 1]
+        if len(level) != count or not all(isinstance(v, list) and len(v) == inner for v in level):
+            raise InvalidInputError(
+                f"input {tensor.name!r}: nested data does not match its shape {list(tensor.shape)} at depth {depth}"
+            )
+        level = [v for sub in level for v in sub]
+    if any(isinstance(v, list) for v in level):
+        raise InvalidInputError(f"input {tensor.name!r}: data is nested deeper than its shape {list(tensor.shape)}")
+    return level
 
 
 def v2_response(

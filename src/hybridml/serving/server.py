@@ -1,0 +1,42 @@
+"""Run an ASGI app with uvicorn (httptools parser, uvloop), bound to one address; SIGTERM stops it cleanly."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+
+def run(
+    app: Any,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    log_level: str = "warning",
+    lifespan: Literal["on", "off"] = "off",
+) -> None:
+    """Serve ``app`` on ``host:port`` until SIGTERM/SIGINT.
+
+    Args:
+        app: an ASGI application.
+        host: listening address (loopback by default: exposing a model is a decision, not a default).
+        port: TCP port.
+        log_level: uvicorn's log level; access logs stay off (they cost more than a prediction).
+        lifespan: ``on`` for apps with background tasks (the router's worker monitor).
+    """
+    import uvicorn  # imported here so that importing hybridml.serving stays cheap
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http="httptools",
+        loop="uvloop",
+        lifespan=lifespan,
+        access_log=False,
+        log_level=log_level,
+        server_header=False,
+        date_header=False,
+        timeout_keep_alive=30,
+    )
+    uvicorn.Server(config).run()
