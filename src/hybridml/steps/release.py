@@ -159,4 +159,3 @@ def summarize(
         prediction=float(predictions[0]) if predictions else None,
         next_step=next_step,
     )
-
