@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sys
 import time
@@ -55,6 +56,7 @@ def _root(
     os.environ["HYBRIDML_HOME"] = str(settings.home)
     # MLflow logs schema migrations and downloads at INFO on stderr, which would bury the one-line errors.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # in case MLflow was imported before this callback
     ctx.obj = State(settings=settings, verbose=verbose)
 
 
