@@ -1,6 +1,8 @@
 """preprocess → train → evaluate → gate → (register | HPO → retrain best → evaluate → register) → approve → deploy."""
 
+import functools
 from pathlib import Path
+from typing import Any
 
 from kfp import compiler, dsl
 
@@ -55,6 +57,7 @@ def training_pipeline(
 ) -> str:
     """The whole life of a tabular model; returns the run summary as JSON."""
     run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+    tracked = {"tracking_uri": tracking_uri, "experiment": experiment}
     pre = _local(
         preprocess(
             data_uri=data_uri,
@@ -66,43 +69,49 @@ def training_pipeline(
             tracking_uri=tracking_uri,
         )
     ).set_display_name("preprocess")
-    base = _local(
-        train(
-            train=pre.outputs["train"],
-            schema=pre.outputs["schema"],
-            model_type=model_type,
-            params_json=params_json,
-            seed=seed,
-            tracking_uri=tracking_uri,
-            experiment=experiment,
-            pipeline_run_id=run_id,
-            run_name="train",
-        )
-    ).set_display_name("train")
-    scored = _local(
-        evaluate(
-            model=base.outputs["model"],
-            test=pre.outputs["test"],
-            run_id=base.outputs["run_id"],
-            tracking_uri=tracking_uri,
-            experiment=experiment,
-            step_name="evaluate",
-        )
-    ).set_display_name("evaluate")
 
-    with dsl.If(scored.outputs["Output"] >= threshold, name="roc-meets-threshold"):
-        direct = _local(
+    def fit_and_score(params: Any, label: str) -> tuple[dsl.PipelineTask, dsl.PipelineTask]:
+        # The baseline and the HPO branch's retrain are the same two steps with other hyper-parameters.
+        fitted = _local(
+            train(
+                train=pre.outputs["train"],
+                schema=pre.outputs["schema"],
+                model_type=model_type,
+                params_json=params,
+                seed=seed,
+                pipeline_run_id=run_id,
+                run_name=label.replace(" ", "-"),
+                **tracked,
+            )
+        ).set_display_name(label)
+        scored = _local(
+            evaluate(
+                model=fitted.outputs["model"],
+                test=pre.outputs["test"],
+                run_id=fitted.outputs["run_id"],
+                step_name=label.replace("train", "evaluate"),
+                **tracked,
+            )
+        ).set_display_name(label.replace("train", "evaluate"))
+        return fitted, scored
+
+    def register_version(fitted: dsl.PipelineTask, scored: dsl.PipelineTask, branch: str) -> dsl.PipelineTask:
+        return _local(
             register(
                 model_name=model_name,
-                model_uri=base.outputs["model_uri"],
-                run_id=base.outputs["run_id"],
+                model_uri=fitted.outputs["model_uri"],
+                run_id=fitted.outputs["run_id"],
                 roc_auc=scored.outputs["Output"],
                 data_hash=pre.outputs["data_hash"],
                 pipeline_run_id=run_id,
-                branch="register",
+                branch=branch,
                 tracking_uri=tracking_uri,
             )
-        ).set_display_name("register")
+        ).set_display_name("register" if branch == "register" else "register best")
+
+    base, scored = fit_and_score(params_json, "train")
+    with dsl.If(scored.outputs["Output"] >= threshold, name="roc-meets-threshold"):
+        direct = register_version(base, scored, "register")
     with dsl.Else(name="roc-below-threshold"):
         search = _local(
             hpo(
@@ -114,46 +123,11 @@ def training_pipeline(
                 timeout_s=hpo_timeout_s,
                 storage=hpo_storage,
                 seed=seed,
-                tracking_uri=tracking_uri,
-                experiment=experiment,
                 pipeline_run_id=run_id,
+                **tracked,
             )
         ).set_display_name("hpo")
-        best = _local(
-            train(
-                train=pre.outputs["train"],
-                schema=pre.outputs["schema"],
-                model_type=model_type,
-                params_json=search.outputs["best_params_json"],
-                seed=seed,
-                tracking_uri=tracking_uri,
-                experiment=experiment,
-                pipeline_run_id=run_id,
-                run_name="train-best",
-            )
-        ).set_display_name("train best")
-        best_scored = _local(
-            evaluate(
-                model=best.outputs["model"],
-                test=pre.outputs["test"],
-                run_id=best.outputs["run_id"],
-                tracking_uri=tracking_uri,
-                experiment=experiment,
-                step_name="evaluate best",
-            )
-        ).set_display_name("evaluate best")
-        tuned = _local(
-            register(
-                model_name=model_name,
-                model_uri=best.outputs["model_uri"],
-                run_id=best.outputs["run_id"],
-                roc_auc=best_scored.outputs["Output"],
-                data_hash=pre.outputs["data_hash"],
-                pipeline_run_id=run_id,
-                branch="hpo",
-                tracking_uri=tracking_uri,
-            )
-        ).set_display_name("register best")
+        tuned = register_version(*fit_and_score(search.outputs["best_params_json"], "train best"), "hpo")
 
     version = dsl.OneOf(direct.outputs["model_version"], tuned.outputs["model_version"])
     roc_auc = dsl.OneOf(direct.outputs["roc_auc"], tuned.outputs["roc_auc"])
@@ -169,6 +143,9 @@ def training_pipeline(
         )
     ).set_display_name("approval status")
 
+    summary = functools.partial(
+        summarize, roc_auc=roc_auc, branch=branch, model_name=model_name, version=version, status=status.output
+    )
     with dsl.If(status.output == "Approved", name="approved"):
         placed = _local(
             deploy(
@@ -198,29 +175,11 @@ def training_pipeline(
                 n_rows=predict_rows,
             )
         ).set_display_name("inference")
-        served = _local(
-            summarize(
-                roc_auc=roc_auc,
-                branch=branch,
-                model_name=model_name,
-                version=version,
-                status=status.output,
-                endpoint=ready.output,
-                predictions_json=scores.outputs["Output"],
-            )
-        ).set_display_name("summary")
+        served = _local(summary(endpoint=ready.output, predictions_json=scores.outputs["Output"])).set_display_name(
+            "summary"
+        )
     with dsl.Else(name="not-approved"):
-        held = _local(
-            summarize(
-                roc_auc=roc_auc,
-                branch=branch,
-                model_name=model_name,
-                version=version,
-                status=status.output,
-                endpoint="",
-                predictions_json="",
-            )
-        ).set_display_name("summary")
+        held = _local(summary(endpoint="", predictions_json="")).set_display_name("summary")
     return dsl.OneOf(served.output, held.output)
 
 
