@@ -19,15 +19,17 @@ import time
 import urllib.request
 from pathlib import Path
 
+# What kserve's xgbserver does: kserve's own request/response helpers and a DMatrix per request, nthread=1.
+# (An earlier version built InferResponse by hand with the request's id, which is None when the client sends
+# none; kserve 0.21 then fails response validation and answers 500 to every V2 request.)
 STOCK = textwrap.dedent(
     """
     import sys
-    import numpy as np
     import kserve
     import xgboost as xgb
-    from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+    from kserve.utils.utils import get_predict_input, get_predict_response
 
-    class Stock(kserve.Model):  # what kserve's xgbserver does: a DMatrix per request, nthread=1
+    class Stock(kserve.Model):
         def __init__(self, name, path):
             super().__init__(name)
             self.path = path
@@ -36,11 +38,8 @@ STOCK = textwrap.dedent(
             self.ready = True
             return True
         def predict(self, payload, headers=None, response_headers=None):
-            if isinstance(payload, InferRequest):
-                scores = self.booster.predict(xgb.DMatrix(payload.inputs[0].as_numpy()))
-                out = InferOutput(name="probability", shape=[len(scores)], datatype="FP32", data=scores.tolist())
-                return InferResponse(model_name=self.name, infer_outputs=[out], response_id=payload.id)
-            return {"predictions": self.booster.predict(xgb.DMatrix(np.asarray(payload["instances"]))).tolist()}
+            scores = self.booster.predict(xgb.DMatrix(get_predict_input(payload), nthread=1))
+            return get_predict_response(payload, scores, self.name)
 
     if __name__ == "__main__":
         name, path, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -102,7 +101,9 @@ def wrk(url: str, body: bytes, connections: int, duration: float, workdir: Path)
     command = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds}", "--latency", "-s", str(script)]
     out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
 
     def percentile(p: str) -> float:
         value, unit = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
@@ -110,10 +111,40 @@ def wrk(url: str, body: bytes, connections: int, duration: float, workdir: Path)
 
     return {
         "rps": rps,
+        "requests": total,
         "p50_ms": percentile("50"),
         "p99_ms": percentile("99"),
-        "non2xx": float(errors.group(1)) if errors else 0,
+        "non2xx": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": sum(int(n) for n in sockets.groups()) if sockets else 0,
     }
+
+
+def check_answers(url: str, body: bytes) -> None:
+    """Fail before measuring if a server does not answer this exact payload with 200 and one score."""
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise SystemExit(f"{url} answered {exc.code}: {exc.read()[:300]!r}") from None
+    scores = answer.get("predictions") or answer.get("outputs", [{}])[0].get("data")
+    if not scores or len(scores) != 1:
+        raise SystemExit(f"{url} answered without one score: {answer}")
+
+
+def failed(result: dict[str, float]) -> int:
+    """Requests of a run that did not get a 2xx answer (non-2xx responses and socket errors)."""
+    return int(result["non2xx"] + result["socket_errors"])
+
+
+def ratio(
+    results: dict[tuple[str, str, int], dict[str, float]], mine: tuple[str, str, int], base: tuple[str, str, int]
+) -> str:
+    """``mine``/``base`` req/s, or why there is no trustworthy ratio."""
+    bad = [f"{' '.join(map(str, key))}: {failed(results[key])} failed" for key in (mine, base) if failed(results[key])]
+    if bad:
+        return "not computed (" + "; ".join(bad) + ")"
+    return f"{results[mine]['rps'] / results[base]['rps']:.1f}x"
 
 
 def main() -> int:
@@ -126,9 +157,13 @@ def main() -> int:
         return 2
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     bundle, row = build_model(work / "bundle")
-    v1 = json.dumps({"instances": [row]}).encode()
-    v2 = json.dumps({"inputs": [{"name": "x", "shape": [1, len(row)], "datatype": "FP32", "data": row}]}).encode()
+    bodies = {
+        "v1": json.dumps({"instances": [row]}).encode(),
+        # FP32 [1, F] with the row flat in "data" (row-major), as the V2 protocol specifies.
+        "v2": json.dumps({"inputs": [{"name": "x", "shape": [1, len(row)], "datatype": "FP32", "data": row}]}).encode(),
+    }
     name, results, servers = "bench", {}, {}
+    paths = {"v1": f"/v1/models/{name}:predict", "v2": f"/v2/models/{name}/infer"}
     try:
         for label, extra in (("hybridml", []), ("hybridml-unbatched", ["--no-batching"])):
             port = free_port()
@@ -142,17 +177,21 @@ def main() -> int:
             command = [sys.executable, str(work / "stock.py"), name, str(bundle / "model.json"), str(port)]
             process, ready = start(command, f"http://127.0.0.1:{port}/v2/health/ready", work / "stock.log")
             servers["kserve-stock"] = (process, port, ready, rss_mib(process.pid))
-        plan = [("hybridml", "v1", c) for c in (1, 8, 64)] + [("hybridml", "v2", 8), ("hybridml-unbatched", "v1", 64)]
-        if not args.skip_stock:
-            plan += [("kserve-stock", "v1", c) for c in (1, 8, 64)] + [("kserve-stock", "v2", 8)]
+        for _, port, _, _ in servers.values():
+            for proto, path in paths.items():
+                check_answers(f"http://127.0.0.1:{port}{path}", bodies[proto])
+        labels = ["hybridml"] + ([] if args.skip_stock else ["kserve-stock"])
+        plan = [(label, proto, c) for label in labels for proto in ("v1", "v2") for c in (1, 8, 64)]
+        plan += [("hybridml-unbatched", proto, 64) for proto in ("v1", "v2")]
+        print(f"{'server':20s} proto conns      req/s   p50 ms   p99 ms  requests  failed", flush=True)
         for label, proto, c in plan:
-            port = servers[label][1]
-            url = f"http://127.0.0.1:{port}" + (
-                f"/v1/models/{name}:predict" if proto == "v1" else f"/v2/models/{name}/infer"
+            url = f"http://127.0.0.1:{servers[label][1]}{paths[proto]}"
+            results[(label, proto, c)] = r = wrk(url, bodies[proto], c, args.duration, work)
+            print(
+                f"{label:20s} {proto:5s} {c:5d} {r['rps']:10.0f} {r['p50_ms']:8.3f} {r['p99_ms']:8.3f}"
+                f" {r['requests']:9.0f} {failed(r):7d}",
+                flush=True,
             )
-            results[(label, proto, c)] = r = wrk(url, v1 if proto == "v1" else v2, c, args.duration, work)
-            latency = f"p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms  non-2xx {r['non2xx']:.0f}"
-            print(f"{label:20s} {proto} c={c:<3d} {r['rps']:9.0f} req/s  {latency}", flush=True)
     finally:
         for process, *_ in servers.values():
             process.terminate()
@@ -161,11 +200,13 @@ def main() -> int:
     for label, (_, _, ready, rss) in servers.items():
         print(f"{label:20s} start-to-ready {ready:.2f} s   RSS with one model {rss:.0f} MiB")
     if not args.skip_stock:
-        for proto, c in (("v1", 1), ("v1", 8), ("v1", 64), ("v2", 8)):
-            ratio = results[("hybridml", proto, c)]["rps"] / results[("kserve-stock", proto, c)]["rps"]
-            print(f"ratio hybridml/stock {proto} c={c}: {ratio:.1f}x")
-    batched = results[("hybridml", "v1", 64)]["rps"] / results[("hybridml-unbatched", "v1", 64)]["rps"]
-    print(f"micro-batching at c=64: {batched:.2f}x unbatched")
+        for proto in ("v1", "v2"):
+            for c in (1, 8, 64):
+                figure = ratio(results, ("hybridml", proto, c), ("kserve-stock", proto, c))
+                print(f"ratio hybridml/stock {proto} c={c}: {figure}")
+    for proto in ("v1", "v2"):
+        batched = ratio(results, ("hybridml", proto, 64), ("hybridml-unbatched", proto, 64))
+        print(f"micro-batching {proto} at c=64: {batched} unbatched")
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -1,4 +1,4 @@
-"""The `hybridml` command: run and compile the pipeline, manage registered models, serve and predict."""
+"""The `hybridml` command: run and compile the pipeline, manage registered models, serve, predict and label."""
 
 from __future__ import annotations
 
@@ -249,25 +249,65 @@ def models_reject(
 # -------------------------------------------------------------------------------------------- serving / predict
 
 
+def _fetch(ctx: typer.Context, registry: Any, ref: str) -> tuple[Any, Path]:
+    """Resolve ``ref`` in the registry and download the bundle under home/downloads/NAME/VERSION."""
+    info = registry.resolve(ref)
+    destination = _state(ctx).settings.home / "downloads" / info.name / str(info.version)
+    return info, Path(registry.download(info.name, info.version, destination).path)
+
+
 @app.command()
 def serve(
     ctx: typer.Context,
-    model: Annotated[str, typer.Option("--model", help="NAME@alias or NAME/VERSION.")],
+    model: Annotated[str, typer.Option("--model", help="Stable version: NAME@alias or NAME/VERSION.")],
+    canary: Annotated[
+        str | None, typer.Option(help="Canary NAME/VERSION:PCT answering PCT% (1-99) of requests.")
+    ] = None,
+    shadow: Annotated[
+        str | None, typer.Option(help="Shadow NAME/VERSION getting a copy of every request (answers only logged).")
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[
+        int | None, typer.Option(help="Port (default: the endpoint's current one if free, else any).")
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait until ready.")] = 60.0,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Start (or replace) the local KServe endpoint for a registered version; prints its URL."""
+    """Start (or replace) the local KServe endpoint for registered versions; prints its URL and logs."""
     from hybridml.deploy.local import LocalTarget
+    from hybridml.serving.cli_support import parse_canary, parse_shadow
 
     settings = _state(ctx).settings
     with _errors(ctx):
+        # Parse every flag before the registry is touched, so a typo fails fast.
+        canary_ref = parse_canary(canary) if canary else None
+        shadow_ref = parse_shadow(shadow) if shadow else None
         registry = _registry(ctx)
-        info = registry.resolve(model)
-        bundle = registry.download(info.name, info.version, settings.home / "downloads" / info.name / str(info.version))
-        target = LocalTarget(settings.deployments_dir)
-        target.deploy(info.name, info.version, bundle.path)
-        deployment = target.wait_until_ready(info.name, timeout_s=timeout)
-    _emit(asdict(deployment), as_json)
+        info, stable_dir = _fetch(ctx, registry, model)
+        name = info.name
+
+        def label(ref_name: str, version: Any) -> str:
+            # A variant from another registered model gets its name in the label: versions must stay distinct.
+            return str(version) if ref_name == name else f"{ref_name}-{version}"
+
+        canary_spec = shadow_spec = None
+        if canary_ref is not None:
+            canary_info, canary_dir = _fetch(ctx, registry, f"{canary_ref.name}/{canary_ref.version}")
+            canary_spec = (label(canary_info.name, canary_info.version), canary_dir, canary_ref.percent)
+        if shadow_ref is not None:
+            shadow_info, shadow_dir = _fetch(ctx, registry, f"{shadow_ref.name}/{shadow_ref.version}")
+            shadow_spec = (label(shadow_info.name, shadow_info.version), shadow_dir)
+        target = LocalTarget(settings.deployments_dir, host=host, start_timeout_s=timeout)
+        target.serve(name, (str(info.version), stable_dir), canary=canary_spec, shadow=shadow_spec, port=port)
+        deployment = target.wait_until_ready(name, timeout_s=timeout)
+        shadow_state = target.state(name).get("shadow")
+    payload = {
+        **asdict(deployment),
+        "shadow_version": shadow_state["version"] if shadow_state else None,
+        "payload_log": str(target.payload_log(name)),
+        "feedback_log": str(target.feedback_log(name)),
+    }
+    _emit(payload, as_json)
 
 
 @app.command()
@@ -295,6 +335,65 @@ def predict(
     _emit({"endpoint": url, "model": model, "predictions": scores}, as_json)
 
 
+def _label(text: str) -> Any:
+    """A CLI label as the server reads it: 0/1 and true/false as such, anything else as a class name."""
+    lowered = text.strip().lower()
+    if lowered in ("0", "1"):
+        return int(lowered)
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    return text.strip()
+
+
+def _feedback_file(path: Path) -> dict[str, Any]:
+    import csv
+
+    if not path.is_file():
+        raise InvalidInputError(f"feedback file not found: {path}")
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or not {"request_id", "label"} <= set(reader.fieldnames):
+            raise InvalidInputError(f"{path} must have the columns request_id and label")
+        labels = {}
+        for line, record in enumerate(reader, start=2):
+            if not record["request_id"] or record["label"] is None or not record["label"].strip():
+                raise InvalidInputError(f"{path} line {line}: request_id and label must not be empty")
+            labels[record["request_id"]] = _label(record["label"])
+    return labels
+
+
+@app.command()
+def feedback(
+    ctx: typer.Context,
+    file: Annotated[
+        Path | None, typer.Argument(help="CSV with the columns request_id and label (instead of the flags).")
+    ] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Local endpoint name.")] = None,
+    endpoint: Annotated[str | None, typer.Option(help="Base URL of the server (instead of --model).")] = None,
+    request_id: Annotated[str | None, typer.Option(help="Request id (the X-Request-Id of the prediction).")] = None,
+    label: Annotated[str | None, typer.Option(help="True label: 0, 1, true, false or a class name.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Attach ground-truth labels to served predictions (appended to the endpoint's feedback log)."""
+    from hybridml.deploy.local import LocalTarget
+    from hybridml.serving.cli_support import send_feedback
+
+    with _errors(ctx):
+        if (model is None) == (endpoint is None):
+            raise InvalidInputError("give exactly one of --model and --endpoint")
+        if (file is None) == (request_id is None and label is None):
+            raise InvalidInputError("give either a CSV file or --request-id with --label")
+        if file is not None:
+            labels = _feedback_file(file)
+        elif request_id is None or label is None:
+            raise InvalidInputError("--request-id and --label go together")
+        else:
+            labels = {request_id: _label(label)}
+        url = endpoint or LocalTarget(_state(ctx).settings.deployments_dir).state(str(model))["endpoint"]
+        accepted = send_feedback(url, labels)
+    _emit({"endpoint": url, "accepted": accepted}, as_json)
+
+
 @endpoints_app.command("list")
 def endpoints_list(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Local deployments and whether they are ready."""
@@ -313,6 +412,41 @@ def endpoints_delete(ctx: typer.Context, name: str) -> None:
     with _errors(ctx):
         LocalTarget(_state(ctx).settings.deployments_dir).delete(name)
     err.print(f"deleted endpoint {name}")
+
+
+@endpoints_app.command("promote")
+def endpoints_promote(ctx: typer.Context, name: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Make the canary the stable version at 100% (no restart when the endpoint runs a router)."""
+    from hybridml.deploy.local import LocalTarget
+
+    with _errors(ctx):
+        deployment = LocalTarget(_state(ctx).settings.deployments_dir).promote(name)
+    _emit(asdict(deployment), as_json)
+
+
+@endpoints_app.command("rollback")
+def endpoints_rollback(ctx: typer.Context, name: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Drop the canary so the stable version answers all requests (no restart when a router runs)."""
+    from hybridml.deploy.local import LocalTarget
+
+    with _errors(ctx):
+        deployment = LocalTarget(_state(ctx).settings.deployments_dir).rollback(name)
+    _emit(asdict(deployment), as_json)
+
+
+@endpoints_app.command("traffic")
+def endpoints_traffic(
+    ctx: typer.Context,
+    name: str,
+    percent: Annotated[int, typer.Argument(help="Canary share of new requests, 0-100.")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Change the canary's share of requests (no restart when a router runs)."""
+    from hybridml.deploy.local import LocalTarget
+
+    with _errors(ctx):
+        deployment = LocalTarget(_state(ctx).settings.deployments_dir).set_traffic(name, percent)
+    _emit(asdict(deployment), as_json)
 
 
 def main() -> None:

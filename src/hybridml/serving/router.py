@@ -177,6 +177,10 @@ class RouterApp:
                 elif message["type"] == "lifespan.shutdown":
                     if self._monitor is not None:
                         self._monitor.cancel()
+                    # Stop the workers here: uvicorn re-raises SIGTERM once it returns, which ends this
+                    # process before any cleanup after Server.run and would leave the workers orphaned.
+                    for worker in list(self.workers.values()):
+                        stop_worker(worker)
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         if scope["type"] != "http":
@@ -212,11 +216,10 @@ class RouterApp:
         variant = self._choose(headers.get(STICKY_HEADER))
         served, response = await self._forward(variant, method, path, headers, body)
         worker = self.workers[served]
-        # The router's decision is the truth: a promoted worker keeps the label it was started with.
-        response.headers = [h for h in response.headers if h[0] not in (HEADER_VARIANT, HEADER_VERSION)]
-        response.headers += [(HEADER_VERSION, worker.version), (HEADER_VARIANT, served)]
-        if not any(h[0] == HEADER_MODEL for h in response.headers):
-            response.headers.append((HEADER_MODEL, self.name))
+        # The router's decision is the truth: a promoted worker keeps the label it was started with. Only
+        # labels the worker set are rewritten, so errors look the same as from a server without a router.
+        labels = {HEADER_VARIANT: served, HEADER_VERSION: worker.version, HEADER_MODEL: self.name}
+        response.headers = [(k, labels.get(k, v)) for k, v in response.headers]
         self.requests.labels(self.name, worker.version, served, str(response.status)).inc()
         self.latency.labels(self.name, served).observe(time.perf_counter() - start)
         if SHADOW in self.workers and self.workers[SHADOW].alive:

@@ -84,3 +84,30 @@ def test_canary_with_other_features_refused(local: FakeLocal, xgb_bundle: Path, 
     local.deploy("m", 1, xgb_bundle)
     with pytest.raises(InvalidInputError, match="different features"):
         local.deploy("m", 2, hgb_bundle, traffic_percent=10)
+
+
+class RoutedFake(FakeLocal):
+    """A FakeLocal whose servers are routers: split changes go to the (recorded) admin routes."""
+
+    def __init__(self, state_dir: Path) -> None:
+        super().__init__(state_dir)
+        self.admin: list[tuple[str | None, int | None]] = []
+
+    def _start(self, name: str, config: dict[str, Any], port: int) -> dict[str, Any]:
+        return {**super()._start(name, config, port), "router": bool(config.get("canary") or config.get("shadow"))}
+
+    def _admin(self, state: dict[str, Any], *, action: str | None = None, percent: int | None = None) -> None:
+        self.admin.append((action, percent))
+
+
+def test_router_changes_the_split_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, xgb_bundle: Path) -> None:
+    monkeypatch.setattr("hybridml.deploy.local.is_ready", lambda *a, **k: True)
+    local = RoutedFake(tmp_path / "state")
+    local.serve("m", ("1", xgb_bundle), canary=("2", xgb_bundle, 10), shadow=("1", xgb_bundle))
+    starts = len(local.started)
+    assert local.set_traffic("m", 40).canary_percent == 40
+    promoted = local.promote("m")
+    assert (promoted.stable_version, promoted.canary_version) == ("2", None)
+    assert local.admin == [(None, 40), ("promote", None)]
+    assert len(local.started) == starts and local.stopped == []  # no restart
+    assert local.state("m")["shadow"]["version"] == "1"

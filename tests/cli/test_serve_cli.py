@@ -1,0 +1,166 @@
+"""`hybridml serve/feedback/endpoints`: a real router endpoint behind the CLI, with an in-memory registry."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import requests
+from typer.testing import CliRunner
+
+from hybridml.cli import app
+from hybridml.core.data import builtin_breast_cancer, encode_features, encode_labels, infer_schema
+from hybridml.core.model import fit, read_bundle, save_bundle
+from hybridml.deploy.local import LocalTarget
+from hybridml.errors import InvalidInputError, NotFoundError
+
+runner = CliRunner()
+NAME = "cancer"
+
+
+class FakeRegistry:
+    """Versions 1 and 2 of ``cancer`` (alias champion -> 1); download copies the bundle like MLflow would."""
+
+    def __init__(self, bundles: dict[int, Path]) -> None:
+        self.bundles = bundles
+
+    def resolve(self, ref: str) -> Any:
+        if ref == f"{NAME}@champion":
+            return SimpleNamespace(name=NAME, version=1)
+        name, _, version = ref.partition("/")
+        if "/" not in ref or "@" in ref:
+            raise InvalidInputError(f"malformed model reference {ref!r}")
+        if name != NAME or int(version) not in self.bundles:
+            raise NotFoundError(f"model {name!r} has no version {version}")
+        return SimpleNamespace(name=NAME, version=int(version))
+
+    def download(self, name: str, version: int, dst: Path) -> Any:
+        shutil.copytree(self.bundles[int(version)], dst, dirs_exist_ok=True)
+        return read_bundle(dst)
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    frame, target = builtin_breast_cancer()
+    schema = infer_schema(frame, target)
+    X, y = encode_features(frame, schema), encode_labels(frame, schema)
+    out = {}
+    for version, trees in ((1, 10), (2, 3)):
+        directory = tmp_path_factory.mktemp("bundles") / f"v{version}"
+        save_bundle(
+            fit("xgboost", {"n_estimators": trees}, X, y), "xgboost", {"n_estimators": trees}, schema, directory
+        )
+        out[version] = directory
+    return out
+
+
+@pytest.fixture
+def home(tmp_path: Path, bundles: dict[int, Path], monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.setattr("hybridml.cli._registry", lambda ctx: FakeRegistry(bundles))
+    yield tmp_path
+    target = LocalTarget(tmp_path / "deployments")
+    for deployment in target.list():  # never leave a server behind
+        target.delete(deployment.name)
+
+
+def invoke(home: Path, *args: str) -> tuple[int, Any, str]:
+    result = runner.invoke(app, ["--home", str(home), *args], env={"MLFLOW_TRACKING_URI": ""})
+    try:
+        payload = json.loads(result.stdout) if result.exit_code == 0 and "--json" in args else result.stdout
+    except json.JSONDecodeError:
+        payload = result.stdout
+    return result.exit_code, payload, result.stderr
+
+
+def _predict(endpoint: str, row: list[float], request_id: str) -> requests.Response:
+    response = requests.post(
+        f"{endpoint}/v1/models/{NAME}:predict",
+        json={"instances": [row]},
+        headers={"x-request-id": request_id},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return response
+
+
+def test_serve_split_feedback_and_promote_without_restart(home: Path, bundles: dict[int, Path]) -> None:
+    frame, _ = builtin_breast_cancer()
+    row = [float(v) for v in frame[read_bundle(bundles[1]).schema.names].iloc[0]]
+    code, served, err = invoke(
+        home, "serve", "--model", f"{NAME}@champion", "--canary", f"{NAME}/2:20", "--shadow", f"{NAME}/2",
+        "--host", "127.0.0.1", "--timeout", "60", "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    assert (served["stable_version"], served["canary_version"], served["canary_percent"]) == ("1", "2", 20)
+    assert served["shadow_version"] == "2" and served["ready"]
+    assert served["payload_log"] == str(home / "deployments" / f"{NAME}.payload.jsonl")
+    target = LocalTarget(home / "deployments")
+    pid = target.state(NAME)["pid"]
+    endpoint = served["endpoint"]
+
+    code, moved, err = invoke(home, "endpoints", "traffic", NAME, "100", "--json")
+    assert code == 0, err
+    assert moved["canary_percent"] == 100
+    assert {_predict(endpoint, row, f"t-{i}").headers["x-hybridml-version"] for i in range(5)} == {"2"}
+
+    # Feedback: one label by flags, more from a CSV; both land in the endpoint's feedback log.
+    code, sent, err = invoke(home, "feedback", "--model", NAME, "--request-id", "t-0", "--label", "1", "--json")
+    assert (code, sent["accepted"]) == (0, 1), err
+    labels = home / "labels.csv"
+    labels.write_text("request_id,label\nt-1,0\nt-2,true\n")
+    code, sent, err = invoke(home, "feedback", str(labels), "--endpoint", endpoint, "--json")
+    assert (code, sent["accepted"]) == (0, 2), err
+    logged = [json.loads(line) for line in target.feedback_log(NAME).read_text().splitlines()]
+    assert [(r["request_id"], r["label"]) for r in logged] == [("t-0", 1), ("t-1", 0), ("t-2", 1)]
+
+    code, promoted, err = invoke(home, "endpoints", "promote", NAME, "--json")
+    assert code == 0, err
+    assert (promoted["stable_version"], promoted["canary_version"], promoted["ready"]) == ("2", None, True)
+    assert target.state(NAME)["pid"] == pid  # promoted inside the running router
+    response = _predict(endpoint, row, "after")
+    assert (response.headers["x-hybridml-version"], response.headers["x-hybridml-variant"]) == ("2", "stable")
+
+    code, _, err = invoke(home, "endpoints", "rollback", NAME)
+    assert code == 4  # ConflictError: nothing left to roll back
+    assert err.strip().splitlines() == [f"error: deployment {NAME!r} has no canary to roll back"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message", "exit_code"),
+    [
+        (
+            ("serve", "--model", "cancer@champion", "--canary", "cancer/2"),
+            "--canary must look like NAME/VERSION:PCT",
+            2,
+        ),
+        (("serve", "--model", "cancer@champion", "--canary", "cancer/2:100"), "PCT in 1-99", 2),
+        (("serve", "--model", "cancer@champion", "--shadow", "cancer@x"), "--shadow must look like NAME/VERSION", 2),
+        (("serve", "--model", "cancer/7"), "has no version 7", 3),
+        (("serve", "--model", "cancer/1", "--port", "0"), "port must be an integer from 1 to 65535", 2),
+        (("feedback", "--request-id", "r", "--label", "1"), "give exactly one of --model and --endpoint", 2),
+        (("feedback", "--model", "m"), "give either a CSV file or --request-id with --label", 2),
+        (("feedback", "--model", "m", "--request-id", "r"), "--request-id and --label go together", 2),
+        (("feedback", "nope.csv", "--model", "m"), "feedback file not found", 2),
+        (("feedback", "--model", "ghost", "--request-id", "r", "--label", "1"), "no local deployment named 'ghost'", 3),
+        (("endpoints", "traffic", "ghost", "10"), "no local deployment named 'ghost'", 3),
+        (("endpoints", "promote", "ghost"), "no local deployment named 'ghost'", 3),
+    ],
+)
+def test_serving_errors_are_one_line(home: Path, args: tuple[str, ...], message: str, exit_code: int) -> None:
+    code, _, err = invoke(home, *args)
+    assert code == exit_code, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert message in lines[0]
+
+
+def test_feedback_csv_needs_its_columns(home: Path) -> None:
+    bad = home / "bad.csv"
+    bad.write_text("id,label\nr,1\n")
+    code, _, err = invoke(home, "feedback", str(bad), "--endpoint", "http://127.0.0.1:9")
+    assert code == 2 and "must have the columns request_id and label" in err
