@@ -4,7 +4,6 @@ Run: `make benchmark` (or `.venv/bin/python benchmarks/pipeline.py [--trials 20]
 Targets on a 2-core machine: direct branch ≤ 45 s, HPO branch with 20 trials ≤ 90 s, overhead ratio ≤ 1.2.
 """
 
-
 import argparse
 import contextlib
 import io
