@@ -43,39 +43,30 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, training.Tra
     return uri, out, d
 
 
-def test_a_retried_register_returns_the_same_version(trained: tuple[str, training.Trained, Path]) -> None:
+def _register(trained: tuple[str, training.Trained, Path], run: str, roc_auc: float = 0.9) -> release.Registered:
     uri, out, _ = trained
-    args = dict(
+    return release.register(
         model_name="m",
         model_uri=out.model_uri,
         run_id=out.run_id,
-        roc_auc=0.9,
+        roc_auc=roc_auc,
         data_hash="sha256:x",
-        pipeline_run_id="run-1",
+        pipeline_run_id=run,
         branch="register",
-        run_key="run-1/register",
+        run_key=f"{run}/register",
         tracking_uri=uri,
     )
-    first = release.register(**args)  # type: ignore[arg-type]
-    again = release.register(**args)  # type: ignore[arg-type]
-    assert again.model_version == first.model_version
-    other = release.register(**{**args, "run_key": "run-2/register"})  # type: ignore[arg-type]
-    assert other.model_version == first.model_version + 1
+
+
+def test_a_retried_register_returns_the_same_version(trained: tuple[str, training.Trained, Path]) -> None:
+    first = _register(trained, "run-1")
+    assert _register(trained, "run-1").model_version == first.model_version
+    assert _register(trained, "run-2").model_version == first.model_version + 1
 
 
 def test_deploy_refuses_a_version_that_is_not_approved(trained: tuple[str, training.Trained, Path]) -> None:
-    uri, out, d = trained
-    version = release.register(
-        model_name="m",
-        model_uri=out.model_uri,
-        run_id=out.run_id,
-        roc_auc=0.9,
-        data_hash="sha256:x",
-        pipeline_run_id="run-3",
-        branch="register",
-        run_key="run-3/register",
-        tracking_uri=uri,
-    ).model_version
+    uri, _, d = trained
+    version = _register(trained, "run-3").model_version
     with pytest.raises(ConflictError, match="is PendingManualApproval, only Approved versions are deployed"):
         release.deploy(
             model_name="m", version=version, target="local", traffic_percent=100, home=str(d), tracking_uri=uri
@@ -90,18 +81,8 @@ def test_unbuilt_or_unknown_deploy_targets_say_so(target: str, tmp_path: Path) -
 
 
 def test_auto_approval_off_leaves_the_version_pending(trained: tuple[str, training.Trained, Path]) -> None:
-    uri, out, _ = trained
-    version = release.register(
-        model_name="m",
-        model_uri=out.model_uri,
-        run_id=out.run_id,
-        roc_auc=0.95,
-        data_hash="sha256:x",
-        pipeline_run_id="run-4",
-        branch="register",
-        run_key="run-4/register",
-        tracking_uri=uri,
-    ).model_version
+    uri = trained[0]
+    version = _register(trained, "run-4", roc_auc=0.95).model_version
     status = release.approve(
         model_name="m", version=version, threshold=0.75, tolerance=0.01, auto_approve=False, tracking_uri=uri
     )
