@@ -56,7 +56,9 @@ def read_events(path: Path) -> list[dict[str, Any]]:
 def _progress(events_path: Path, console: Console, done: threading.Event) -> None:
     seen = 0
     with console.status("starting pipeline…") as status:
-        while not done.wait(0.2):
+        finished = False
+        while not finished:
+            finished = done.wait(0.2)  # one more pass after the run ends, for the last step's line
             events = read_events(events_path)
             for event in events[seen:]:
                 if event["event"] == "end":
