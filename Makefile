@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: setup demo test lint typecheck security unit integration cli compile benchmark clean
+.PHONY: setup demo test lint typecheck security compile benchmark benchmark-serving clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -46,8 +46,14 @@ test: lint typecheck security
 compile: setup
 	$(BIN)/hybridml compile -o src/hybridml/pipelines/hybridml_training.yaml
 
+## benchmark: pipeline wall time per branch and step overhead vs bare kfp.local (prints figures)
 benchmark: setup
 	$(BIN)/python benchmarks/pipeline.py
+
+## benchmark-serving: this server vs a stock KServe model server under wrk (installs Debian's wrk if missing)
+benchmark-serving: setup
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python benchmarks/serving.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .hybridml .pytest_cache .mypy_cache .ruff_cache

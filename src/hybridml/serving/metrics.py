@@ -15,18 +15,25 @@ from hybridml.core.schema import FeatureSchema
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 SCORE_BUCKETS = (*(round(0.1 * i, 1) for i in range(1, 10)), 1.0)
 STAGES = ("parse", "predict", "encode", "total")
+# Scored rows queued before they are counted into the score histogram and input bins (a scrape counts them too).
+FOLD_ROWS = 2048
 
 
 class _ScoreAndInputCollector(Collector):
     """Score histogram and per-feature decile counts, accumulated in numpy and exported at scrape time.
 
-    Observing each score or value through prometheus_client would cost a lock per value on the hot path;
-    vectorised counting costs a few microseconds per batch. Cardinality is bounded: features x 12 bins.
+    Observing each score or value through prometheus_client would cost a lock per value on the hot path.
+    Batches are queued (a list append per request) and counted in one vectorised pass every ``FOLD_ROWS``
+    rows and at every scrape, so a scrape always sees every row scored before it. Cardinality is bounded:
+    features x 12 bins.
     """
 
     def __init__(self, model: str, version: str, variant: str, schema: FeatureSchema | None) -> None:
         self._labels = (model, version, variant)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the queue of batches not counted yet
+        self._count_lock = threading.Lock()  # guards the counts
+        self._queue: list[tuple[np.ndarray, np.ndarray]] = []
+        self._queued_rows = 0
         self._score_edges = np.asarray(SCORE_BUCKETS[:-1])
         self._score_counts = np.zeros(len(SCORE_BUCKETS), dtype=np.int64)
         self._score_sum = 0.0
@@ -46,6 +53,24 @@ class _ScoreAndInputCollector(Collector):
         self._input_counts = np.zeros((len(self._features), self._bins), dtype=np.int64)
 
     def observe(self, matrix: np.ndarray, scores: np.ndarray) -> None:
+        """Queue a scored batch; it is counted in bulk once enough rows are queued, or at the next scrape."""
+        with self._lock:
+            self._queue.append((matrix, scores))
+            self._queued_rows += len(scores)
+            if self._queued_rows < FOLD_ROWS:
+                return
+            queue, self._queue, self._queued_rows = self._queue, [], 0
+        self._fold(queue)
+
+    def _fold(self, queue: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        """Count the queued batches into the score histogram and input bins (one vectorised pass)."""
+        if not queue:
+            return
+        if len(queue) == 1:
+            matrix, scores = queue[0]
+        else:
+            matrix = np.concatenate([m for m, _ in queue])
+            scores = np.concatenate([s for _, s in queue])
         score_bins = np.searchsorted(self._score_edges, scores, side="left")
         score_counts = np.bincount(score_bins, minlength=len(SCORE_BUCKETS))
         input_counts = None
@@ -56,7 +81,7 @@ class _ScoreAndInputCollector(Collector):
             flat = bins + np.arange(len(self._features))[None, :] * self._bins
             shape = self._input_counts.shape
             input_counts = np.bincount(flat.ravel(), minlength=self._input_counts.size).reshape(shape)
-        with self._lock:
+        with self._count_lock:
             self._score_counts += score_counts
             self._score_sum += float(scores.sum())
             if input_counts is not None:
@@ -64,6 +89,9 @@ class _ScoreAndInputCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
+            queue, self._queue, self._queued_rows = self._queue, [], 0
+        self._fold(queue)
+        with self._count_lock:
             cumulative = np.cumsum(self._score_counts)
             score_sum = self._score_sum
             inputs = self._input_counts.copy()
