@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -99,7 +98,3 @@ class Tracker:
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         """Mark a run finished (or FAILED)."""
         self.client.set_terminated(run_id, status=status)
-
-    def scratch_dir(self) -> Path:
-        """A temporary directory for files that are uploaded and then dropped."""
-        return Path(tempfile.mkdtemp(prefix="hybridml-"))

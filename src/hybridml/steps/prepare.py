@@ -36,8 +36,8 @@ def read_input(data_uri: str, target: str) -> tuple[pd.DataFrame, str]:
         raise InvalidInputError("--target is required with --data (the name of the 0/1 label column)")
     from hybridml.adapters import storage
 
-    path = storage.fetch(data_uri, tempfile.mkdtemp(prefix="hybridml-data-"))
-    return data.load_table(path), target
+    with tempfile.TemporaryDirectory(prefix="hybridml-data-") as scratch:
+        return data.load_table(storage.fetch(data_uri, scratch)), target
 
 
 def check_against_registered(schema: FeatureSchema, model_name: str, tracking_uri: str) -> None:
@@ -54,8 +54,9 @@ def check_against_registered(schema: FeatureSchema, model_name: str, tracking_ur
     if not versions:
         return
     latest = max(versions, key=lambda v: v.version)
-    bundle = registry.download(model_name, latest.version, Path(tempfile.mkdtemp(prefix="hybridml-schema-")))
-    problems = bundle.schema.differences(schema)
+    with tempfile.TemporaryDirectory(prefix="hybridml-schema-") as scratch:
+        registered = registry.download(model_name, latest.version, Path(scratch)).schema
+    problems = registered.differences(schema)
     if problems:
         raise InvalidInputError(
             f"data does not match the schema of {model_name} version {latest.version}: "

@@ -99,8 +99,12 @@ def deploy(*, model_name: str, version: int, target: str, traffic_percent: int, 
     if info.status != approval.APPROVED:
         # The graph only reaches deploy for Approved versions; this guards manual and retried calls too.
         raise ConflictError(f"{model_name} version {version} is {info.status}, only Approved versions are deployed")
-    bundle = registry.download(model_name, version, Path(tempfile.mkdtemp(prefix="hybridml-deploy-")))
-    deployment = deploy_target(target, home).deploy(model_name, version, bundle.path, traffic_percent=traffic_percent)
+    with tempfile.TemporaryDirectory(prefix="hybridml-deploy-") as scratch:
+        # The target keeps its own copy of the model; the download is only a staging area.
+        bundle = registry.download(model_name, version, Path(scratch))
+        deployment = deploy_target(target, home).deploy(
+            model_name, version, bundle.path, traffic_percent=traffic_percent
+        )
     registry.set_version_tag(
         model_name, version, "deployment", json.dumps({"target": target, "endpoint": deployment.endpoint})
     )
