@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +32,11 @@ DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 JSON = b"application/json"
 _V2_MODEL = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/infer)?$")
 _V1_MODEL = re.compile(r"^/v1/models/([^/:]+)(:predict)?$")
+# Request ids only have to be unique, not secret: a Mersenne Twister seeded from os.urandom avoids the getrandom
+# system call uuid.uuid4() makes on every request. The ids keep the UUID4 form (32 hex digits, version 4).
+_IDS = random.Random()  # nosec B311
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -47,6 +52,11 @@ class Response:
     body: bytes
     headers: list[tuple[str, str]] = field(default_factory=list)
     content_type: bytes = JSON
+
+
+def new_request_id() -> str:
+    """A fresh request id: a random version-4 UUID as 32 lower-case hex digits (``uuid.uuid4().hex`` form)."""
+    return "%032x" % (_IDS.getrandbits(128) & _UUID4_CLEAR | _UUID4_SET)
 
 
 def error_response(status: int, message: str) -> Response:
@@ -246,7 +256,7 @@ class InferenceApp:
             name, version = path[len("/v1/models/") : -len(":predict")], None
         self._check_model(name, version)
         raw_id = headers.get(HEADER_REQUEST_ID)
-        request_id = check_request_id(raw_id) if raw_id is not None else uuid.uuid4().hex
+        request_id = check_request_id(raw_id) if raw_id is not None else new_request_id()
         try:
             if v2:
                 request = protocol.v2_request(body, headers)

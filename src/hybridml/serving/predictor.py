@@ -243,7 +243,8 @@ class BundlePredictor:
             matrix = np.array(values, dtype=np.float64).reshape(shape)
         except (OverflowError, ValueError):
             return None
-        if not np.isfinite(matrix).all() or np.abs(matrix).max() > _FLOAT32_MAX:
+        # One reduction checks range and finiteness: NaN fails the comparison, +-inf is above the bound.
+        if matrix.size and not np.abs(matrix).max() <= _FLOAT32_MAX:
             return None
         return matrix.astype(np.float32)
 

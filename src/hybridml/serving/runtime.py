@@ -71,7 +71,9 @@ def run_server(args: argparse.Namespace) -> None:
         return
     if not args.canary_dir and not args.shadow_dir:
         # One variant: serve it in this process, no router hop.
-        run(build_app(args, model_dir), host=args.bind_host, port=args.bind_port)
+        # Unbatched requests never wait; see server.run for why they get the standard event loop.
+        app = build_app(args, model_dir)
+        run(app, host=args.bind_host, port=args.bind_port, loop="asyncio" if args.no_batching else "uvloop")
         return
     router, workers = start_router(args, model_dir)
     try:

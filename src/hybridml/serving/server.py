@@ -13,6 +13,7 @@ def run(
     port: int = 8080,
     log_level: str = "warning",
     lifespan: Literal["on", "off"] = "off",
+    loop: Literal["uvloop", "asyncio"] = "uvloop",
 ) -> None:
     """Serve ``app`` on ``host:port`` until SIGTERM/SIGINT.
 
@@ -22,6 +23,10 @@ def run(
         port: TCP port.
         log_level: uvicorn's log level; access logs stay off (they cost more than a prediction).
         lifespan: ``on`` for apps with background tasks (the router's worker monitor).
+        loop: event loop. ``asyncio`` for an app whose requests never wait (no micro-batching): when every
+            request runs to completion in one step, uvloop under saturation answers some connections hundreds
+            of milliseconds late (p99 ~450 ms at 64 connections), the standard loop keeps them in turn (~26 ms)
+            at the same throughput. uvloop is faster for everything else.
     """
     import uvicorn  # imported here so that importing hybridml.serving stays cheap
 
@@ -31,9 +36,10 @@ def run(
         host=host,
         port=port,
         http="httptools",
-        loop="uvloop",
+        loop=loop,
         lifespan=lifespan,
         access_log=False,
+        proxy_headers=False,  # nothing here reads the client address; the middleware costs time on every request
         log_level=log_level,
         server_header=False,
         date_header=False,

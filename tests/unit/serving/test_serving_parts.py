@@ -150,3 +150,39 @@ def test_sticky_bucket_is_stable_and_spread() -> None:
     assert bucket("user-1") == bucket("user-1")
     share = sum(bucket(f"user-{i}") < 1000 for i in range(20_000)) / 20_000
     assert 0.08 < share < 0.12
+
+
+def test_generated_request_ids_are_uuid4_hex() -> None:
+    import uuid
+
+    from hybridml.serving.app import new_request_id
+
+    ids = {new_request_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    for value in ids:
+        parsed = uuid.UUID(value)
+        assert (parsed.hex, parsed.version, parsed.variant) == (value, 4, uuid.RFC_4122)
+
+
+def test_score_and_input_metrics_queue_is_counted_at_scrape_and_in_bulk(xgb: BundlePredictor) -> None:
+    from hybridml.serving.metrics import FOLD_ROWS, ServingMetrics
+
+    registry = CollectorRegistry()
+    metrics = ServingMetrics(registry, "cancer", "7", "stable", xgb.schema)
+    matrix = np.ones((3, 30), dtype=np.float32)
+    matrix[0, 0] = np.nan
+    scores = np.array([0.05, 0.55, 0.95])
+    metrics.scored(matrix, scores)
+    text = generate_latest(registry).decode()  # fewer than FOLD_ROWS rows queued: the scrape counts them
+    assert 'hybridml_prediction_score_count{model="cancer",variant="stable",version="7"} 3.0' in text
+    assert 'hybridml_prediction_score_bucket{le="0.1",model="cancer",variant="stable",version="7"} 1.0' in text
+    assert 'hybridml_prediction_score_bucket{le="0.6",model="cancer",variant="stable",version="7"} 2.0' in text
+    assert 'hybridml_rows_total{model="cancer",variant="stable",version="7"} 3.0' in text
+    missing = [line for line in text.splitlines() if line.startswith("hybridml_input_bin_total") and "missing" in line]
+    assert sum(float(line.split()[-1]) for line in missing) == 1.0
+    big = np.full((FOLD_ROWS, 30), 1.0, dtype=np.float32)
+    metrics.scored(big, np.full(FOLD_ROWS, 0.5))  # reaches FOLD_ROWS: counted at once, the queue is empty
+    assert metrics._summary._queue == []
+    text = generate_latest(registry).decode()
+    count = 3 + FOLD_ROWS
+    assert f'hybridml_prediction_score_count{{model="cancer",variant="stable",version="7"}} {count}.0' in text

@@ -148,3 +148,28 @@ def test_load_rejects_bad_bundles(tmp_path: Path, xgb_bundle: Path) -> None:
     (corrupt / "model.json").write_text("{not xgboost")
     with pytest.raises(InvalidInputError, match="cannot load model file"):
         BundlePredictor.load(corrupt)
+
+
+def test_native_booster_reused_proxy_gives_fresh_results(xgb: BundlePredictor, rows: list[list[float]]) -> None:
+    # The native booster reuses one proxy DMatrix: calls of different sizes, with missing values, in any order,
+    # must give what a fresh prediction of the same rows gives, and never share an output buffer.
+    import xgboost
+
+    assert xgb._native is not None
+    reference = xgboost.Booster(model_file=str(xgb.bundle.path / xgb.bundle.model_file))
+    matrix = np.asarray(rows, dtype=np.float32)
+    matrix[3, 2] = np.nan
+    earlier = xgb.scores(matrix[:1])
+    for size in (1, 7, 50, 2, 1, 33):
+        got = xgb.scores(matrix[:size])
+        assert got.dtype == np.float64 and got.shape == (size,)
+        np.testing.assert_array_equal(got, reference.inplace_predict(matrix[:size]).astype(np.float64))
+    np.testing.assert_array_equal(earlier, xgb.scores(matrix[:1]))
+
+
+def test_plain_matrix_rejects_non_finite_and_out_of_float32_range(xgb: BundlePredictor) -> None:
+    width = xgb.n_features
+    for bad in (math.nan, math.inf, -math.inf, 3.5e38, -1e39, 10**400):
+        assert xgb.plain_matrix([bad] + [0.0] * (width - 1), (1, width)) is None
+    edge = xgb.plain_matrix([3.4e38, -3.4e38] + [0] * (width - 2), (1, width))
+    assert edge is not None and edge.dtype == np.float32 and np.isfinite(edge).all()
