@@ -81,7 +81,10 @@ def test_malformed_payloads_are_4xx_json(server: str, cancer: tuple[pd.DataFrame
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
     statuses: dict[int, int] = {}
 
-    @settings(max_examples=1200, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    # derandomize: CI sees the same 1,200 payloads every run (turn it off locally to explore further).
+    @settings(
+        max_examples=1200, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck)
+    )
     @given(malformed())
     def check(case: tuple[str, bytes]) -> None:
         path, body = case
