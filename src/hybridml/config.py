@@ -15,6 +15,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "HYBRIDML_EXPERIMENT": ("MLflow experiment that pipeline runs log to", "hybridml"),
     "HYBRIDML_USER": ("who is recorded in approval and alias history", "the login name"),
     "HYBRIDML_RUN_LOG": ("JSON-lines file where pipeline steps report progress and errors (set by the CLI)", ""),
+    "HYBRIDML_ZYGOTE": ("0 runs local steps as plain subprocesses instead of forks of a warm interpreter", "1"),
 }
 
 
@@ -26,6 +27,7 @@ class Settings:
     tracking_uri: str
     experiment: str
     user: str
+    warm_steps: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, home: str | Path | None = None) -> Settings:
@@ -34,7 +36,13 @@ class Settings:
         root = Path(home or env.get("HYBRIDML_HOME") or ".hybridml").expanduser().resolve()
         tracking = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
         user = env.get("HYBRIDML_USER") or _login_name()
-        return cls(home=root, tracking_uri=tracking, experiment=env.get("HYBRIDML_EXPERIMENT") or "hybridml", user=user)
+        return cls(
+            home=root,
+            tracking_uri=tracking,
+            experiment=env.get("HYBRIDML_EXPERIMENT") or "hybridml",
+            user=user,
+            warm_steps=env.get("HYBRIDML_ZYGOTE", "1") != "0",
+        )
 
     @property
     def artifacts_dir(self) -> Path:

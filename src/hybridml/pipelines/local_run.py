@@ -18,6 +18,7 @@ from rich.console import Console
 from hybridml.config import Settings
 from hybridml.core import approval
 from hybridml.errors import HybridmlError, InvalidInputError
+from hybridml.pipelines.zygote import warm_executable
 from hybridml.steps.runtime import RUN_LOG_ENV
 
 
@@ -36,6 +37,7 @@ class LocalRun:
     summary: dict[str, Any]
     run_dir: Path
     seconds: float
+    warmup_seconds: float
     steps: list[dict[str, Any]]
 
 
@@ -108,7 +110,13 @@ def run(settings: Settings, arguments: dict[str, Any], *, progress: Console | No
     log_path = run_dir / "pipeline.log"
     try:
         # kfp.local prints every step's logs to stdout; keep them in the run folder (--verbose shows the path).
-        with log_path.open("w") as log, contextlib.redirect_stdout(log), warnings.catch_warnings():
+        with (
+            log_path.open("w") as log,
+            contextlib.redirect_stdout(log),
+            warnings.catch_warnings(),
+            warm_executable(run_dir / "zygote", settings.warm_steps),
+        ):
+            warmup = time.perf_counter() - start  # preloading the step interpreter, once per run
             # kfp.local warns that display names and the cluster image do not apply locally; both are expected.
             warnings.filterwarnings("ignore", module=r"kfp\.local\..*")
             task = training_pipeline(**arguments)
@@ -125,4 +133,6 @@ def run(settings: Settings, arguments: dict[str, Any], *, progress: Console | No
     seconds = time.perf_counter() - start
     summary = json.loads(task.output)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    return LocalRun(summary=summary, run_dir=run_dir, seconds=seconds, steps=read_events(events_path))
+    return LocalRun(
+        summary=summary, run_dir=run_dir, seconds=seconds, warmup_seconds=warmup, steps=read_events(events_path)
+    )
