@@ -16,11 +16,13 @@ import contextlib
 import json
 import os
 import runpy
+import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Iterator
@@ -76,10 +78,18 @@ def _serve(socket_path: str) -> None:
     server.bind(socket_path + ".tmp")
     os.rename(socket_path + ".tmp", socket_path)  # appears only once ready to serve
     server.listen(16)
+    server.settimeout(1.0)
+    parent = os.getppid()
     sys.stdout.flush()
     sys.stderr.flush()
     while True:
-        conn, _ = server.accept()
+        try:
+            conn, _ = server.accept()
+        except TimeoutError:
+            if os.getppid() != parent:  # the run that started us is gone (killed): do not linger
+                return
+            continue
+        conn.settimeout(None)
         if os.fork() == 0:
             server.close()
             _child(conn)
@@ -136,7 +146,9 @@ class Zygote:
         self.workdir = workdir
         self.python = python
         self.ready_timeout_s = ready_timeout_s
-        self.socket_path = str(workdir / "zygote.sock")
+        # AF_UNIX paths are limited to about 100 bytes; a run folder under a deep home could exceed that.
+        self.socket_dir = Path(tempfile.mkdtemp(prefix="hybridml-zygote-"))
+        self.socket_path = str(self.socket_dir / "s")
         self.launcher = workdir / "python"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -170,8 +182,7 @@ class Zygote:
                 self.process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-        with contextlib.suppress(FileNotFoundError):
-            Path(self.socket_path).unlink()
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
 
 
 def _shell_quote(text: str) -> str:

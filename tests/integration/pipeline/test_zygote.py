@@ -5,6 +5,7 @@
 import contextlib
 import io
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +57,8 @@ def test_steps_run_forked_from_the_warm_interpreter(tmp_path: Path, monkeypatch:
     with warm_executable(tmp_path / "z", enabled=True) as launcher:
         assert launcher is not None
         assert sys.executable == launcher
+        socket_dir = Path(re.findall(r"/[^'\"]*hybridml-zygote-[^/'\"]+", Path(launcher).read_text())[0])
+        assert socket_dir.is_dir()
         task, logs = _run(probe_twice, tmp_path)
     assert sys.executable == real
     tag, env, cwd, preloaded, pid = str(task.output).rsplit("|", 4)  # type: ignore[attr-defined]
@@ -65,7 +68,7 @@ def test_steps_run_forked_from_the_warm_interpreter(tmp_path: Path, monkeypatch:
     assert preloaded == "True"  # the step did not pay for importing MLflow
     assert int(pid) != os.getpid()
     assert "probe says one" in logs  # the step's stdout reached kfp.local's log
-    assert not (tmp_path / "z" / "zygote.sock").exists()  # stopped after the run
+    assert not socket_dir.exists()  # stopped and cleaned up after the run
 
 
 def test_a_failing_step_fails_the_pipeline(tmp_path: Path) -> None:
