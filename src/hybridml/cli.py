@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import sys
-import time
 import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -451,12 +450,7 @@ def endpoints_traffic(
 
 def main() -> None:
     """Console-script entry point."""
-    start = time.perf_counter()
-    try:
-        app()
-    finally:
-        if os.environ.get("HYBRIDML_TIMING"):
-            err.print(f"took {time.perf_counter() - start:.2f}s")
+    app()
 
 
 __all__ = ["app", "main"]

@@ -45,11 +45,6 @@ class Settings:
         )
 
     @property
-    def artifacts_dir(self) -> Path:
-        """Where MLflow stores artifacts of the embedded default."""
-        return self.home / "mlartifacts"
-
-    @property
     def deployments_dir(self) -> Path:
         """State of local deployments (one JSON file and log per endpoint)."""
         return self.home / "deployments"

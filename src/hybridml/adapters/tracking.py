@@ -91,10 +91,6 @@ class Tracker:
         """Save text (JSON, Markdown) as a run artifact."""
         self.client.log_text(run_id, text, artifact_file)
 
-    def log_file(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
-        """Upload a local file as a run artifact."""
-        self.client.log_artifact(run_id, str(path), artifact_path)
-
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         """Mark a run finished (or FAILED)."""
         self.client.set_terminated(run_id, status=status)
