@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -54,6 +56,16 @@ class FeatureSchema:
     def names(self) -> list[str]:
         """Feature names in model input order."""
         return [f.name for f in self.features]
+
+    @property
+    def schema_hash(self) -> str:
+        """``sha256:`` of what a request must match: feature names, order, dtypes and known categories.
+
+        Statistics are left out, so two models trained on different rows of the same table layout share it.
+        """
+        layout = [[f.name, f.dtype, list(f.categories)] for f in self.features]
+        text = json.dumps({"target": self.target, "classes": list(self.classes), "features": layout})
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (NaN-free)."""
