@@ -8,14 +8,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: setup demo test lint typecheck security compile benchmark benchmark-serving clean
+.PHONY: setup demo test lint typecheck security compile benchmark benchmark-serving predictor-env clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 $(BIN)/hybridml: $(UV) pyproject.toml uv.lock
-	$(UV) sync --frozen --quiet --compile-bytecode
+	$(UV) sync --frozen --all-extras --quiet --compile-bytecode
 	@touch $@
 
 ## setup: create .venv from the lock file (the CLI lands at .venv/bin/hybridml)
@@ -57,3 +57,10 @@ benchmark-serving: setup
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .hybridml .pytest_cache .mypy_cache .ruff_cache
+
+## predictor-env: the predictor's own install (base dependencies only, as in serving/Dockerfile) and its size
+predictor-env: $(UV)
+	rm -rf build/predictor-env
+	UV_PROJECT_ENVIRONMENT=build/predictor-env $(UV) sync --frozen --no-dev --no-install-project --quiet --compile-bytecode
+	@echo "installed size, predictor (base dependencies) vs everything (.venv):"
+	@du -sh build/predictor-env $(VENV)

@@ -98,7 +98,11 @@ def optimize(
     seed: int = 0,
     callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = (),
 ) -> optuna.Study:
-    """Run a TPE study with median pruning; resumes the study if ``storage`` already holds it."""
+    """Run a TPE study with median pruning until it holds ``n_trials`` finished trials.
+
+    A study that ``storage`` already holds is resumed: trials finished before (by an earlier attempt of the
+    same step) count, so a retried step continues the trial count instead of starting over.
+    """
     if n_trials < 1:
         raise InvalidInputError(f"n_trials must be at least 1, got {n_trials}")
     if timeout_s is not None and timeout_s <= 0:
@@ -112,7 +116,11 @@ def optimize(
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=10),
         load_if_exists=True,
     )
-    study.optimize(objective, n_trials=n_trials, timeout=timeout_s, callbacks=list(callbacks), catch=(ValueError,))
+    # A retried step (a pod restarted mid-search) resumes the stored study: only the trials still owed run.
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+    remaining = n_trials - len(study.get_trials(deepcopy=False, states=finished))
+    if remaining > 0:
+        study.optimize(objective, n_trials=remaining, timeout=timeout_s, callbacks=list(callbacks), catch=(ValueError,))
     if not any(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials):
         raise InvalidInputError(f"HPO finished no trial in study {study_name!r} (all pruned or failed)")
     return study

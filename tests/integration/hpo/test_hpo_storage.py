@@ -1,0 +1,70 @@
+"""HPO on durable storage: a study in PostgreSQL (the cluster's choice) and SQLite, resumed by a retried step."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+
+from hybridml.core import hpo
+from tests.integration.registry.conftest import Service, start_postgres
+
+
+@pytest.fixture(scope="module")
+def postgres_uri() -> Iterator[str]:
+    services: list[Service] = []
+    uri, stop = start_postgres(services)
+    try:
+        yield uri
+    finally:
+        stop()
+
+
+def _objective(calls: list[int]) -> hpo.Objective:
+    def objective(trial: optuna.Trial) -> float:
+        calls.append(trial.number)
+        return trial.suggest_float("x", 0.0, 1.0)
+
+    return objective
+
+
+def _retried_step(storage: str) -> None:
+    """The first attempt dies after 3 of 8 trials; the retry runs the 5 still owed, numbered 3-7."""
+    first: list[int] = []
+
+    def dies_after_three(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.number == 2:
+            raise KeyboardInterrupt  # what a killed pod looks like to the study: it stops mid-search
+
+    with pytest.raises(KeyboardInterrupt):
+        hpo.optimize(
+            _objective(first), n_trials=8, timeout_s=None, storage=storage, study_name="s", callbacks=[dies_after_three]
+        )
+    assert first == [0, 1, 2]
+    second: list[int] = []
+    study = hpo.optimize(_objective(second), n_trials=8, timeout_s=None, storage=storage, study_name="s")
+    assert second == [3, 4, 5, 6, 7]
+    assert len(study.trials) == 8
+    # Run again once finished: nothing is owed, nothing runs.
+    third: list[int] = []
+    assert len(hpo.optimize(_objective(third), n_trials=8, timeout_s=None, storage=storage, study_name="s").trials) == 8
+    assert third == []
+
+
+def test_retried_step_resumes_on_postgresql(postgres_uri: str) -> None:
+    _retried_step(postgres_uri)
+    stored = optuna.load_study(study_name="s", storage=postgres_uri)
+    assert [t.number for t in stored.trials] == list(range(8))
+
+
+def test_retried_step_resumes_on_sqlite(tmp_path: Path) -> None:
+    _retried_step(f"sqlite:///{tmp_path / 'optuna.db'}")
+
+
+def test_in_memory_study_starts_over() -> None:
+    calls: list[int] = []
+    hpo.optimize(_objective(calls), n_trials=3, timeout_s=None, storage="", study_name="s")
+    hpo.optimize(_objective(calls), n_trials=3, timeout_s=None, storage="", study_name="s")
+    assert calls == [0, 1, 2, 0, 1, 2]
