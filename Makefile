@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: setup demo test lint typecheck security compile benchmark benchmark-serving predictor-env clean
+.PHONY: setup demo test lint typecheck security compile benchmark benchmark-serving benchmark-cli predictor-env clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -49,6 +49,10 @@ compile: setup
 ## benchmark: pipeline wall time per branch and step overhead vs bare kfp.local (prints figures)
 benchmark: setup
 	$(BIN)/python benchmarks/pipeline.py
+
+## benchmark-cli: hybridml commands in-process, cold and warm (daemon) vs MLflow's CLI on the same store (prints figures)
+benchmark-cli: setup
+	$(BIN)/python benchmarks/cli.py
 
 ## benchmark-serving: this server vs a stock KServe model server under wrk (installs Debian's wrk if missing)
 benchmark-serving: setup

@@ -86,10 +86,11 @@ def main() -> None:
         hpo, hpo_steps, _ = measured_run(
             root / "home", {"data_uri": str(hard_csv), "target": target, "model_name": "hard", "n_trials": args.trials}
         )
-        from hybridml.deploy.local import LocalTarget
+        from hybridml.deploy import LocalConfig, make_target
 
-        for deployment in LocalTarget(root / "home" / "deployments").list():
-            LocalTarget(root / "home" / "deployments").delete(deployment.name)
+        target = make_target(LocalConfig(root / "home" / "deployments"))
+        for deployment in target.list():
+            target.delete(deployment.name)
     print(f"bare kfp.local chain: {per_noop:.2f} s per no-op step (9 steps, one run)")
     r1, a1 = report(f"direct branch ({n_direct} steps)", direct, direct_steps, per_noop)
     r2, a2 = report(f"HPO branch ({args.trials} trials)", hpo, hpo_steps, per_noop)

@@ -21,9 +21,16 @@ from hybridml.errors import HybridmlError, InvalidInputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
 models_app = typer.Typer(no_args_is_help=True, help="Registered models: list, show, history, approve, reject.")
-endpoints_app = typer.Typer(no_args_is_help=True, help="Local endpoints started by deploy or serve.")
+endpoints_app = typer.Typer(
+    no_args_is_help=True,
+    help="Endpoints of a deploy target (local by default): list, traffic, promote, shadow, delete.",
+)
 app.add_typer(models_app, name="models")
 app.add_typer(endpoints_app, name="endpoints")
+daemon_app = typer.Typer(
+    no_args_is_help=True, help="The background process that keeps this home's imports warm: status, stop."
+)
+app.add_typer(daemon_app, name="daemon")
 
 err = Console(stderr=True)
 out = Console(soft_wrap=True)
@@ -93,7 +100,19 @@ def run(
         str, typer.Option(help="CSV/Parquet path or URI (file://, s3://); default: bundled breast cancer.")
     ] = "",
     target: Annotated[str, typer.Option(help="Label column (two classes).")] = "",
-    model_name: Annotated[str, typer.Option(help="Registered model name.")] = "hybridml-model",
+    drop: Annotated[
+        list[str] | None, typer.Option("--drop", help="Column not to use as a feature (repeatable).")
+    ] = None,
+    keep: Annotated[
+        list[str] | None,
+        typer.Option("--keep", help="Column to use as a feature even if it looks like an identifier (repeatable)."),
+    ] = None,
+    positive_class: Annotated[
+        str, typer.Option(help="Label value scored as positive (default: the second in sorted order).")
+    ] = "",
+    model_name: Annotated[
+        str, typer.Option(help="Registered model name: lower-case letters, digits and '-', at most 40.")
+    ] = "hybridml-model",
     model_type: Annotated[
         str, typer.Option(help="xgboost | hist_gradient_boosting | random_forest | logistic_regression")
     ] = "xgboost",
@@ -112,7 +131,12 @@ def run(
     ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for the endpoint to be ready.")] = 120.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Run the training pipeline locally through kfp.local (the same pipeline that is compiled for Kubeflow)."""
+    """Run the training pipeline locally through kfp.local (the same pipeline that is compiled for Kubeflow).
+
+    Columns that look like identifiers (row numbers, text unique per row) are left out with a warning;
+    --drop and --keep override.
+    """
+    from hybridml.core.data import DROPPED_ON_REQUEST
     from hybridml.pipelines import local_run
 
     state = _state(ctx)
@@ -120,6 +144,10 @@ def run(
         arguments = {
             "data_uri": local_run.absolute_uri(data),
             "target": target,
+            # JSON lists: a column name may hold a comma.
+            "drop_columns": json.dumps(drop or []),
+            "keep_columns": json.dumps(keep or []),
+            "positive_class": positive_class,
             "model_name": model_name,
             "model_type": model_type,
             "params_json": params,
@@ -136,6 +164,11 @@ def run(
         }
         result = local_run.run(state.settings, arguments, progress=None if as_json else err, verbose=state.verbose)
     summary = {**result.summary, "run_dir": str(result.run_dir), "seconds": round(result.seconds, 2)}
+    detected = {c: r for c, r in (summary.get("dropped") or {}).items() if r != DROPPED_ON_REQUEST}
+    if detected:
+        # One line on stderr, so --json output stays one object on stdout.
+        shown = "; ".join(f"{c} ({r})" for c, r in detected.items())
+        typer.echo(f"warning: columns left out, they look like identifiers: {shown}; --keep COL keeps one", err=True)
     if as_json:
         typer.echo(json.dumps(summary))
         return
@@ -149,20 +182,27 @@ def run(
 def compile_(
     ctx: typer.Context,
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the IR YAML.")],
+    cache_preprocess: Annotated[
+        bool,
+        typer.Option(
+            help="Let Kubeflow reuse a preprocess result with the same inputs (a file replaced in place under the"
+            " same data URI is then not re-read). Every other step always runs."
+        ),
+    ] = False,
 ) -> None:
     """Compile the pipeline to KFP IR YAML for the Kubeflow Pipelines UI."""
     from hybridml.pipelines import compile_to
 
     with _errors(ctx):
-        path = compile_to(output)
-    err.print(f"wrote {path}")
+        path = compile_to(output, cache_preprocess=cache_preprocess)
+    err.print(f"wrote {path}" + (" (preprocess cacheable)" if cache_preprocess else " (no step cached)"))
 
 
 # -------------------------------------------------------------------------------------------------------- models
 
 
 def _registry(ctx: typer.Context) -> Any:
-    from hybridml.adapters.registry import Registry
+    from hybridml.registry import Registry
 
     settings = _state(ctx).settings
     return Registry(settings.tracking_uri, user=settings.user)
@@ -247,12 +287,32 @@ def models_reject(
 
 # -------------------------------------------------------------------------------------------- serving / predict
 
+TargetOption = Annotated[
+    str | None,
+    typer.Option("--target", help="Deploy target: local (kserve, sagemaker: not built yet); default: local."),
+]
+DeployConfigOption = Annotated[
+    Path | None, typer.Option("--deploy-config", help="The target's options as a JSON or YAML file.")
+]
 
-def _fetch(ctx: typer.Context, registry: Any, ref: str) -> tuple[Any, Path]:
-    """Resolve ``ref`` in the registry and download the bundle under home/downloads/NAME/VERSION."""
+
+def _target(
+    ctx: typer.Context, target: str | None, deploy_config: Path | None, *, fetch: Any = None, **flags: Any
+) -> Any:
+    """The deploy target from --target, --deploy-config and a command's own flags (which win), via the factory."""
+    from hybridml.deploy import config_from, fetch_artifact, make_target, read_config_file
+
+    options = read_config_file(deploy_config) if deploy_config is not None else {}
+    options.update({key: value for key, value in flags.items() if value is not None})
+    return make_target(config_from(target, options, _state(ctx).settings), fetch=fetch or fetch_artifact)
+
+
+def _model_ref(registry: Any, ref: str, fetch: Any) -> Any:
+    """The registered version ``ref`` (NAME/VERSION or NAME@alias) as a ModelRef; its target fetches the files."""
+    from hybridml.deploy import model_ref
+
     info = registry.resolve(ref)
-    destination = _state(ctx).settings.home / "downloads" / info.name / str(info.version)
-    return info, Path(registry.download(info.name, info.version, destination).path)
+    return model_ref(info.name, info.version, info.source or f"models:/{info.name}/{info.version}", fetch)
 
 
 @app.command()
@@ -265,14 +325,18 @@ def serve(
     shadow: Annotated[
         str | None, typer.Option(help="Shadow NAME/VERSION getting a copy of every request (answers only logged).")
     ] = None,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
     port: Annotated[
         int | None, typer.Option(help="Port (default: the endpoint's current one if free, else any).")
     ] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait until ready.")] = 60.0,
+    timeout: Annotated[
+        float | None, typer.Option(help="Seconds to wait until ready (default: the target's start timeout, 120).")
+    ] = None,
+    deploy_config: DeployConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Start (or replace) the local KServe endpoint for registered versions; prints its URL and logs."""
+    from hybridml.deploy import mlflow_fetch
     from hybridml.deploy.local import LocalTarget
     from hybridml.serving.cli_support import parse_canary, parse_shadow
 
@@ -281,30 +345,22 @@ def serve(
         # Parse every flag before the registry is touched, so a typo fails fast.
         canary_ref = parse_canary(canary) if canary else None
         shadow_ref = parse_shadow(shadow) if shadow else None
+        fetch = mlflow_fetch(settings.tracking_uri)
+        target = _target(ctx, "local", deploy_config, fetch=fetch, host=host, start_timeout_s=timeout)
+        if not isinstance(target, LocalTarget):  # config_from("local", ...) builds nothing else
+            raise InvalidInputError("serve starts local endpoints only")
         registry = _registry(ctx)
-        info, stable_dir = _fetch(ctx, registry, model)
-        name = info.name
-
-        def label(ref_name: str, version: Any) -> str:
-            # A variant from another registered model gets its name in the label: versions must stay distinct.
-            return str(version) if ref_name == name else f"{ref_name}-{version}"
-
-        canary_spec = shadow_spec = None
+        stable = _model_ref(registry, model, fetch)
+        canary_spec = None
         if canary_ref is not None:
-            canary_info, canary_dir = _fetch(ctx, registry, f"{canary_ref.name}/{canary_ref.version}")
-            canary_spec = (label(canary_info.name, canary_info.version), canary_dir, canary_ref.percent)
-        if shadow_ref is not None:
-            shadow_info, shadow_dir = _fetch(ctx, registry, f"{shadow_ref.name}/{shadow_ref.version}")
-            shadow_spec = (label(shadow_info.name, shadow_info.version), shadow_dir)
-        target = LocalTarget(settings.deployments_dir, host=host, start_timeout_s=timeout)
-        target.serve(name, (str(info.version), stable_dir), canary=canary_spec, shadow=shadow_spec, port=port)
-        deployment = target.wait_until_ready(name, timeout_s=timeout)
-        shadow_state = target.state(name).get("shadow")
+            canary_spec = (_model_ref(registry, f"{canary_ref.name}/{canary_ref.version}", fetch), canary_ref.percent)
+        shadow_spec = _model_ref(registry, f"{shadow_ref.name}/{shadow_ref.version}", fetch) if shadow_ref else None
+        target.serve(stable.name, stable, canary=canary_spec, shadow=shadow_spec, port=port)
+        deployment = target.wait_until_ready(stable.name, timeout_s=target.config.start_timeout_s)
     payload = {
         **asdict(deployment),
-        "shadow_version": shadow_state["version"] if shadow_state else None,
-        "payload_log": str(target.payload_log(name)),
-        "feedback_log": str(target.feedback_log(name)),
+        "payload_log": str(target.payload_log(stable.name)),
+        "feedback_log": str(target.feedback_log(stable.name)),
     }
     _emit(payload, as_json)
 
@@ -314,23 +370,28 @@ def predict(
     ctx: typer.Context,
     rows: Annotated[Path, typer.Argument(help="CSV or Parquet file of feature rows (a label column is ignored).")],
     model: Annotated[str, typer.Option("--model", help="Model name on the endpoint.")],
-    endpoint: Annotated[str | None, typer.Option(help="Base URL; default: the local endpoint of --model.")] = None,
+    endpoint: Annotated[
+        str | None, typer.Option(help="Base URL; default: the deployment of --model on the target.")
+    ] = None,
     protocol: Annotated[str, typer.Option(help="v1 or v2.")] = "v2",
     drop: Annotated[list[str] | None, typer.Option(help="Columns to drop before sending (e.g. the label).")] = None,
+    target: TargetOption = None,
+    deploy_config: DeployConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Send rows to an endpoint and print the positive-class probabilities."""
     from hybridml.core.data import load_table
-    from hybridml.deploy.local import LocalTarget
     from hybridml.serving import client
 
-    settings = _state(ctx).settings
     with _errors(ctx):
         frame = load_table(rows)
         frame = frame.drop(columns=[c for c in (drop or []) if c in frame.columns])
-        url = endpoint or LocalTarget(settings.deployments_dir).status(model).endpoint
         records = json.loads(frame.to_json(orient="records"))
-        scores = client.predict(url, model, records, protocol=protocol)
+        if endpoint is not None:
+            url, scores = endpoint, client.predict(endpoint, model, records, protocol=protocol)
+        else:
+            deployed = _target(ctx, target, deploy_config)
+            url, scores = deployed.status(model).endpoint, deployed.invoke(model, records, protocol=protocol)
     _emit({"endpoint": url, "model": model, "predictions": scores}, as_json)
 
 
@@ -367,14 +428,15 @@ def feedback(
     file: Annotated[
         Path | None, typer.Argument(help="CSV with the columns request_id and label (instead of the flags).")
     ] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Local endpoint name.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Deployment name on the target.")] = None,
     endpoint: Annotated[str | None, typer.Option(help="Base URL of the server (instead of --model).")] = None,
     request_id: Annotated[str | None, typer.Option(help="Request id (the X-Request-Id of the prediction).")] = None,
     label: Annotated[str | None, typer.Option(help="True label: 0, 1, true, false or a class name.")] = None,
+    target: TargetOption = None,
+    deploy_config: DeployConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Attach ground-truth labels to served predictions (appended to the endpoint's feedback log)."""
-    from hybridml.deploy.local import LocalTarget
     from hybridml.serving.cli_support import send_feedback
 
     with _errors(ctx):
@@ -388,48 +450,59 @@ def feedback(
             raise InvalidInputError("--request-id and --label go together")
         else:
             labels = {request_id: _label(label)}
-        url = endpoint or LocalTarget(_state(ctx).settings.deployments_dir).state(str(model))["endpoint"]
+        url = endpoint or _target(ctx, target, deploy_config).status(str(model)).endpoint
         accepted = send_feedback(url, labels)
     _emit({"endpoint": url, "accepted": accepted}, as_json)
 
 
 @endpoints_app.command("list")
-def endpoints_list(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Local deployments and whether they are ready."""
-    from hybridml.deploy.local import LocalTarget
-
+def endpoints_list(
+    ctx: typer.Context,
+    target: TargetOption = None,
+    deploy_config: DeployConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Deployments of the target and whether they are ready."""
     with _errors(ctx):
-        items = [asdict(d) for d in LocalTarget(_state(ctx).settings.deployments_dir).list()]
+        items = [asdict(d) for d in _target(ctx, target, deploy_config).list()]
     _emit(items, as_json)
 
 
 @endpoints_app.command("delete")
-def endpoints_delete(ctx: typer.Context, name: str) -> None:
-    """Stop a local endpoint and remove its state."""
-    from hybridml.deploy.local import LocalTarget
-
+def endpoints_delete(
+    ctx: typer.Context, name: str, target: TargetOption = None, deploy_config: DeployConfigOption = None
+) -> None:
+    """Stop an endpoint and remove it (the local target keeps its logs)."""
     with _errors(ctx):
-        LocalTarget(_state(ctx).settings.deployments_dir).delete(name)
+        _target(ctx, target, deploy_config).delete(name)
     err.print(f"deleted endpoint {name}")
 
 
 @endpoints_app.command("promote")
-def endpoints_promote(ctx: typer.Context, name: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def endpoints_promote(
+    ctx: typer.Context,
+    name: str,
+    target: TargetOption = None,
+    deploy_config: DeployConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """Make the canary the stable version at 100% (no restart when the endpoint runs a router)."""
-    from hybridml.deploy.local import LocalTarget
-
     with _errors(ctx):
-        deployment = LocalTarget(_state(ctx).settings.deployments_dir).promote(name)
+        deployment = _target(ctx, target, deploy_config).promote(name)
     _emit(asdict(deployment), as_json)
 
 
 @endpoints_app.command("rollback")
-def endpoints_rollback(ctx: typer.Context, name: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def endpoints_rollback(
+    ctx: typer.Context,
+    name: str,
+    target: TargetOption = None,
+    deploy_config: DeployConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """Drop the canary so the stable version answers all requests (no restart when a router runs)."""
-    from hybridml.deploy.local import LocalTarget
-
     with _errors(ctx):
-        deployment = LocalTarget(_state(ctx).settings.deployments_dir).rollback(name)
+        deployment = _target(ctx, target, deploy_config).rollback(name)
     _emit(asdict(deployment), as_json)
 
 
@@ -438,14 +511,75 @@ def endpoints_traffic(
     ctx: typer.Context,
     name: str,
     percent: Annotated[int, typer.Argument(help="Canary share of new requests, 0-100.")],
+    target: TargetOption = None,
+    deploy_config: DeployConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Change the canary's share of requests (no restart when a router runs)."""
-    from hybridml.deploy.local import LocalTarget
+    with _errors(ctx):
+        deployment = _target(ctx, target, deploy_config).set_traffic(name, percent)
+    _emit(asdict(deployment), as_json)
+
+
+@endpoints_app.command("shadow")
+def endpoints_shadow(
+    ctx: typer.Context,
+    name: str,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Registered version to shadow with: NAME/VERSION or NAME@alias.")
+    ] = None,
+    off: Annotated[bool, typer.Option("--off", help="Remove the shadow.")] = False,
+    target: TargetOption = None,
+    deploy_config: DeployConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Copy every request to another version (its answers are only logged), or stop doing so with --off."""
+    from hybridml.deploy import mlflow_fetch
 
     with _errors(ctx):
-        deployment = LocalTarget(_state(ctx).settings.deployments_dir).set_traffic(name, percent)
+        if (model is None) == (not off):
+            raise InvalidInputError("give exactly one of --model and --off")
+        fetch = mlflow_fetch(_state(ctx).settings.tracking_uri)
+        deployed = _target(ctx, target, deploy_config, fetch=fetch)
+        ref = _model_ref(_registry(ctx), model, fetch) if model is not None else None
+        deployment = deployed.shadow(name, ref)
     _emit(asdict(deployment), as_json)
+
+
+# -------------------------------------------------------------------------------------------------------- daemon
+
+
+@daemon_app.command("status")
+def daemon_status(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Whether this home's daemon runs: pid, home, version, uptime, idle timeout, socket (never starts one)."""
+    from hybridml.daemon import client
+
+    with _errors(ctx):
+        info = client.status(str(_state(ctx).settings.home))
+    if as_json:
+        _emit(info, True)
+        return
+    table = Table(title="hybridml daemon", show_header=False)
+    for key in ("running", "pid", "home", "version", "current", "uptime_s", "idle_timeout_s", "idle_s",
+                "running_commands", "served", "loaded", "socket", "log"):  # fmt: skip
+        if key in info:
+            table.add_row(key, str(info[key]))
+    out.print(table)
+
+
+@daemon_app.command("stop")
+def daemon_stop(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Stop this home's daemon (commands it is running finish first); the next command starts a fresh one."""
+    from hybridml.daemon import client
+
+    with _errors(ctx):
+        info = client.stop(str(_state(ctx).settings.home))
+    if as_json:
+        _emit(info, True)
+    elif info["stopped"]:
+        err.print(f"stopped daemon {info['pid']} of {info['home']}", highlight=False, soft_wrap=True)
+    else:
+        err.print(f"no daemon runs for {info['home']}", highlight=False, soft_wrap=True)
 
 
 def main() -> None:

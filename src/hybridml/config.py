@@ -16,6 +16,17 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "HYBRIDML_USER": ("who is recorded in approval and alias history", "the login name"),
     "HYBRIDML_RUN_LOG": ("JSON-lines file where pipeline steps report progress and errors (set by the CLI)", ""),
     "HYBRIDML_ZYGOTE": ("0 runs local steps as plain subprocesses instead of forks of a warm interpreter", "1"),
+    "HYBRIDML_DAEMON": ("0 runs every command in-process instead of in this home's warm background process", "1"),
+    "HYBRIDML_DAEMON_IDLE_S": ("seconds the background process waits with no command running before it stops", "900"),
+    "HYBRIDML_CONTROL_TOKEN": (
+        "bearer token for the model server's control and feedback calls from off loopback (or --control-token-file)",
+        "none: control answers loopback clients only",
+    ),
+    # MLflow reads these itself; hybridml sets them (unless set) so a stopped tracking server is noticed in seconds.
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": ("retries of one MLflow REST call", "2 (MLflow's own default: 7)"),
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": ("backoff factor between those retries", "1 (MLflow's: 2)"),
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": ("random extra backoff, seconds", "0.5"),
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": ("seconds one MLflow REST call may take", "8 (MLflow's: 120)"),
 }
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,7 +15,7 @@ from typer.testing import CliRunner
 from hybridml.cli import app
 from hybridml.core.data import builtin_breast_cancer, encode_features, encode_labels, infer_schema
 from hybridml.core.model import fit, read_bundle, save_bundle
-from hybridml.deploy.local import LocalTarget
+from hybridml.deploy import LocalConfig, make_target
 from hybridml.errors import InvalidInputError, NotFoundError
 
 runner = CliRunner()
@@ -24,24 +23,23 @@ NAME = "cancer"
 
 
 class FakeRegistry:
-    """Versions 1 and 2 of ``cancer`` (alias champion -> 1); download copies the bundle like MLflow would."""
+    """Versions 1 and 2 of ``cancer`` (alias champion -> 1), whose sources are the bundles' file:// URIs."""
 
     def __init__(self, bundles: dict[int, Path]) -> None:
         self.bundles = bundles
 
     def resolve(self, ref: str) -> Any:
         if ref == f"{NAME}@champion":
-            return SimpleNamespace(name=NAME, version=1)
+            return self._info(1)
         name, _, version = ref.partition("/")
         if "/" not in ref or "@" in ref:
             raise InvalidInputError(f"malformed model reference {ref!r}")
         if name != NAME or int(version) not in self.bundles:
             raise NotFoundError(f"model {name!r} has no version {version}")
-        return SimpleNamespace(name=NAME, version=int(version))
+        return self._info(int(version))
 
-    def download(self, name: str, version: int, dst: Path) -> Any:
-        shutil.copytree(self.bundles[int(version)], dst, dirs_exist_ok=True)
-        return read_bundle(dst)
+    def _info(self, version: int) -> Any:
+        return SimpleNamespace(name=NAME, version=version, source=self.bundles[version].as_uri())
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +61,7 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
 def home(tmp_path: Path, bundles: dict[int, Path], monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setattr("hybridml.cli._registry", lambda ctx: FakeRegistry(bundles))
     yield tmp_path
-    target = LocalTarget(tmp_path / "deployments")
+    target = make_target(LocalConfig(tmp_path / "deployments"))
     for deployment in target.list():  # never leave a server behind
         target.delete(deployment.name)
 
@@ -99,7 +97,7 @@ def test_serve_split_feedback_and_promote_without_restart(home: Path, bundles: d
     assert (served["stable_version"], served["canary_version"], served["canary_percent"]) == ("1", "2", 20)
     assert served["shadow_version"] == "2" and served["ready"]
     assert served["payload_log"] == str(home / "deployments" / f"{NAME}.payload.jsonl")
-    target = LocalTarget(home / "deployments")
+    target = make_target(LocalConfig(home / "deployments"))
     pid = target.state(NAME)["pid"]
     endpoint = served["endpoint"]
 
@@ -129,6 +127,25 @@ def test_serve_split_feedback_and_promote_without_restart(home: Path, bundles: d
     assert code == 4  # ConflictError: nothing left to roll back
     assert err.strip().splitlines() == [f"error: deployment {NAME!r} has no canary to roll back"]
 
+    # predict without --endpoint goes through the target's invoke: one score per row.
+    rows = home / "rows.csv"
+    frame[read_bundle(bundles[1]).schema.names].head(3).to_csv(rows, index=False)
+    code, predicted, err = invoke(home, "predict", str(rows), "--model", NAME, "--json")
+    assert code == 0, err
+    assert predicted["endpoint"] == endpoint and len(predicted["predictions"]) == 3
+
+    # The shadow goes off through the contract; a config file can name the target's state directory.
+    code, unshadowed, err = invoke(home, "endpoints", "shadow", NAME, "--off", "--json")
+    assert code == 0, err
+    assert (unshadowed["stable_version"], unshadowed["shadow_version"], unshadowed["ready"]) == ("2", None, True)
+    config = home / "deploy.yaml"
+    config.write_text(f"target: local\nstate_dir: {home / 'deployments'}\n")
+    code, listed, err = invoke(home, "endpoints", "list", "--deploy-config", str(config), "--json")
+    assert code == 0, err
+    assert [(d["name"], d["stable_version"], d["shadow_version"]) for d in listed] == [(NAME, "2", None)]
+    code, listed, err = invoke(home / "elsewhere", "endpoints", "list", "--json")
+    assert (code, listed) == (0, [])  # another home has no deployments
+
 
 @pytest.mark.parametrize(
     ("args", "message", "exit_code"),
@@ -149,6 +166,15 @@ def test_serve_split_feedback_and_promote_without_restart(home: Path, bundles: d
         (("feedback", "--model", "ghost", "--request-id", "r", "--label", "1"), "no local deployment named 'ghost'", 3),
         (("endpoints", "traffic", "ghost", "10"), "no local deployment named 'ghost'", 3),
         (("endpoints", "promote", "ghost"), "no local deployment named 'ghost'", 3),
+        (("endpoints", "list", "--target", "kserve"), "deploy target 'kserve' is not built yet (use 'local')", 2),
+        (("endpoints", "promote", "x", "--target", "nowhere"), "unknown deploy target 'nowhere'", 2),
+        (("endpoints", "list", "--deploy-config", "nope.yaml"), "deploy config file not found", 3),
+        (("endpoints", "shadow", "cancer"), "give exactly one of --model and --off", 2),
+        (("endpoints", "shadow", "cancer", "--model", "cancer/1", "--off"), "give exactly one of --model and --off", 2),
+        (("endpoints", "shadow", "ghost", "--off"), "no local deployment named 'ghost'", 3),
+        (("endpoints", "shadow", "ghost", "--model", "cancer/1"), "no local deployment named 'ghost'", 3),
+        (("endpoints", "delete", "My Model"), "invalid model name 'My Model'", 2),
+        (("serve", "--model", "cancer/1", "--deploy-config", "nope.json"), "deploy config file not found", 3),
     ],
 )
 def test_serving_errors_are_one_line(home: Path, args: tuple[str, ...], message: str, exit_code: int) -> None:
@@ -164,3 +190,15 @@ def test_feedback_csv_needs_its_columns(home: Path) -> None:
     bad.write_text("id,label\nr,1\n")
     code, _, err = invoke(home, "feedback", str(bad), "--endpoint", "http://127.0.0.1:9")
     assert code == 2 and "must have the columns request_id and label" in err
+
+
+def test_a_config_file_with_a_bad_key_is_refused_naming_it(home: Path) -> None:
+    config = home / "deploy.json"
+    config.write_text('{"start_timeout_s": 5, "hots": "0.0.0.0"}')
+    code, _, err = invoke(home, "endpoints", "list", "--deploy-config", str(config))
+    assert code == 2
+    assert err.strip().splitlines()[0].startswith("error: unknown local deploy config key 'hots' (known: ")
+    config.write_text('{"target": "sagemaker"}')
+    code, _, err = invoke(home, "serve", "--model", "cancer/1", "--deploy-config", str(config))
+    assert code == 2
+    assert err.strip() == "error: deploy config is for target 'sagemaker', not 'local'"

@@ -29,3 +29,21 @@ def test_compiled_pipeline_has_both_branches_and_the_gate() -> None:
     assert all(e["container"]["image"].startswith("ghcr.io/hybridml/") for e in executors.values())
     # No executor installs packages at run time: the image carries hybridml and kfp.
     assert not any("pip install" in " ".join(e["container"].get("command", [])) for e in executors.values())
+
+
+def _cached_tasks(spec: dict) -> set[str]:
+    """Names of the tasks, at any depth of the DAG, that Kubeflow may serve from its cache."""
+    found: set[str] = set()
+    dags = [spec["root"]["dag"], *(c["dag"] for c in spec["components"].values() if "dag" in c)]
+    for dag in dags:
+        found |= {name for name, task in dag["tasks"].items() if task.get("cachingOptions", {}).get("enableCache")}
+    return found
+
+
+def test_no_step_is_cached_by_default() -> None:
+    assert _cached_tasks(yaml.safe_load(COMPILED.read_text())) == set()
+
+
+def test_cache_preprocess_caches_preprocess_and_nothing_else(tmp_path: Path) -> None:
+    spec = yaml.safe_load(compile_to(tmp_path / "cached.yaml", cache_preprocess=True).read_text())
+    assert _cached_tasks(spec) == {"preprocess"}

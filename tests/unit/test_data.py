@@ -118,3 +118,152 @@ def test_builtin_dataset_needs_no_download() -> None:
     frame, target = data.builtin_breast_cancer()
     assert target == "target"
     assert frame.shape == (569, 31)
+
+
+# ------------------------------------------------------------------------------------------------ identifiers
+
+
+@pytest.fixture
+def with_ids() -> pd.DataFrame:
+    """A table as exported from R or a spreadsheet: a row number and a unique text column beside real features."""
+    rng = np.random.default_rng(5)
+    n = 300
+    return pd.DataFrame(
+        {
+            "rownames": np.arange(1, n + 1),
+            "name": [f"passenger {i}" for i in rng.permutation(n)],
+            "f1": rng.normal(size=n),  # a continuous float: unique per row, and a feature
+            "f2": rng.normal(size=n),
+            "cat": rng.choice(["a", "b", "c"], size=n),
+            "label": rng.integers(0, 2, size=n),
+        }
+    )
+
+
+def test_row_numbers_and_unique_text_are_dropped_and_named(with_ids: pd.DataFrame) -> None:
+    schema = data.infer_schema(with_ids, "label")
+    assert schema.names == ["f1", "f2", "cat"]
+    assert schema.dropped == {
+        "rownames": "row number: consecutive integers 1..300, one per row",
+        "name": "identifier: text unique per row (300 rows, each with a different value)",
+    }
+    assert schema.data_hash == data.content_hash(with_ids)  # the table as given, dropped columns included
+    assert FeatureSchema.from_dict(schema.to_dict()) == schema
+    assert schema.to_dict()["dropped"] == schema.dropped
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "reason"),
+    [
+        ("Unnamed: 0", np.arange(300), "row number: consecutive integers 0..299, one per row"),
+        ("n", np.random.default_rng(0).permutation(300) + 1000, "row number: consecutive integers 1000..1299"),
+        ("ID", np.arange(300) * 7 + 3, "identifier: named like an ID and its 300 integers are all different"),
+        ("customer_id", np.arange(300) ** 2, "identifier: named like an ID"),
+        ("code", [f"c{i}" if i % 3 else None for i in range(300)], "identifier: text unique per row (200 rows"),
+    ],
+)
+def test_identifier_like_columns_are_recognised(column: str, values: object, reason: str) -> None:
+    frame = pd.DataFrame({column: values, "x": np.linspace(0, 1, 300), "y": ["a", "b"] * 150})
+    assert list(data.find_identifiers(frame, "y")) == [column]
+    assert data.find_identifiers(frame, "y")[column].startswith(reason)
+
+
+@pytest.mark.parametrize(
+    ("column", "values"),
+    [
+        ("float, unique per row", np.random.default_rng(0).normal(size=300)),
+        ("float counting rows", np.arange(300.0)),
+        ("float ID", np.arange(300.0)),
+        ("integers with a repeat", np.r_[np.arange(299), 5]),
+        ("unique integers with gaps", np.arange(300) * 7),
+        ("integer row numbers with a missing one", pd.array([*range(299), None], dtype="Int64")),
+        ("text with repeats", [f"t{i % 299}" for i in range(300)]),
+        ("mostly missing text", [f"t{i}" if i < 100 else None for i in range(300)]),
+        ("booleans", [True, False] * 150),
+    ],
+)
+def test_features_are_not_mistaken_for_identifiers(column: str, values: object) -> None:
+    frame = pd.DataFrame({column: values, "y": ["a", "b"] * 150})
+    assert data.find_identifiers(frame, "y") == {}
+    assert data.infer_schema(frame, "y").names == [column]
+
+
+def test_keep_and_drop_override_the_detection(with_ids: pd.DataFrame) -> None:
+    schema = data.infer_schema(with_ids, "label", keep=["name"], drop=["f1"])
+    assert schema.names == ["name", "f2", "cat"]
+    assert schema.dropped == {
+        "rownames": "row number: consecutive integers 1..300, one per row",
+        "f1": "dropped on request",
+    }
+    assert schema.features[0].dtype == "category"
+    assert data.infer_schema(with_ids, "label", keep=["rownames", "name"]).dropped == {}
+
+
+@pytest.mark.parametrize(
+    ("drop", "keep", "message"),
+    [
+        (["nope"], [], r"column 'nope' to drop is not in the table \(columns: rownames, name, f1, f2, cat, label\)"),
+        ([], ["nope"], "column 'nope' to keep is not in the table"),
+        (["label"], [], "column 'label' to drop is the target column"),
+        (["f1"], ["f1"], r"columns \['f1'\] are both to drop and to keep"),
+        (
+            ["f1", "f2", "cat"],
+            [],
+            "table has no feature columns besides the target "
+            r"\(left out: rownames, name, f1, f2, cat; keep one to train on it\)",
+        ),
+    ],
+)
+def test_bad_drop_and_keep_are_refused(with_ids: pd.DataFrame, drop: list[str], keep: list[str], message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        data.infer_schema(with_ids, "label", drop=drop, keep=keep)
+
+
+def test_parse_columns_takes_json_or_comma_lists() -> None:
+    assert data.parse_columns("", "drop_columns") == ()
+    assert data.parse_columns(" a, b ,,a", "drop_columns") == ("a", "b")
+    assert data.parse_columns('["a, b", "c"]', "drop_columns") == ("a, b", "c")
+    assert data.parse_columns("[]", "drop_columns") == ()
+    with pytest.raises(InvalidInputError, match="drop_columns must be a JSON list of column names or a comma list"):
+        data.parse_columns("[a", "drop_columns")
+    with pytest.raises(InvalidInputError, match=r"keep_columns must be a JSON list of column names \(strings\)"):
+        data.parse_columns("[1, 2]", "keep_columns")
+
+
+# ------------------------------------------------------------------------------------------------ positive class
+
+
+def test_positive_class_defaults_to_the_second_sorted_and_can_be_chosen(table: pd.DataFrame) -> None:
+    default = data.infer_schema(table, "y")
+    assert default.classes == ("no", "yes")
+    flipped = data.infer_schema(table, "y", positive_class="no")
+    assert flipped.classes == ("yes", "no")
+    assert data.infer_schema(table, "y", positive_class="yes").classes == ("no", "yes")
+    y, y_flipped = data.encode_labels(table, default), data.encode_labels(table, flipped)
+    assert y.sum() == (table["y"] == "yes").sum()
+    assert np.array_equal(y_flipped, 1 - y)
+    assert default.differences(flipped) == ["positive class is 'no', registered model has 'yes'"]
+    other = data.infer_schema(table.assign(y=table["y"].map({"no": "n", "yes": "y"})), "y")
+    assert default.differences(other) == ["classes are ['n', 'y'], registered model has ['no', 'yes']"]
+
+
+def test_positive_class_of_numeric_labels_is_given_as_text(with_ids: pd.DataFrame) -> None:
+    schema = data.infer_schema(with_ids, "label", positive_class="0")
+    assert schema.classes == ("1", "0")
+    assert np.array_equal(data.encode_labels(with_ids, schema), (with_ids["label"] == 0).astype(np.int32))
+
+
+def test_a_positive_class_that_is_not_a_class_is_refused_naming_both(table: pd.DataFrame) -> None:
+    with pytest.raises(
+        InvalidInputError, match=r"^positive class 'maybe' is not a class of target column 'y': choose 'no' or 'yes'$"
+    ):
+        data.infer_schema(table, "y", positive_class="maybe")
+
+
+def test_schemas_written_before_dropped_existed_still_load(table: pd.DataFrame) -> None:
+    raw = data.infer_schema(table, "y").to_dict()
+    del raw["dropped"]
+    assert FeatureSchema.from_dict(raw).dropped == {}
+    raw["dropped"] = ["x"]
+    with pytest.raises(InvalidInputError, match="malformed feature schema: dropped must be an object of column"):
+        FeatureSchema.from_dict(raw)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hybridml.core import approval, data, evaluate, hpo, model
-from hybridml.errors import InvalidInputError
+from hybridml.errors import ConflictError, InvalidInputError
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +97,69 @@ def test_approval_policy(roc_auc: float, champion: float | None, expected: str) 
 def test_threshold_outside_unit_interval_is_rejected(value: float) -> None:
     with pytest.raises(InvalidInputError, match="threshold must be between 0 and 1"):
         approval.decide(0.8, value, None, 0.01)
+
+
+@pytest.mark.parametrize(
+    ("status", "roc_auc", "champion", "expected"),
+    [
+        (approval.PENDING, 0.80, None, approval.APPROVED),
+        (approval.PENDING, 0.80, 0.90, approval.REJECTED),
+        (approval.PENDING, 0.70, None, None),  # stays pending: nothing to change
+        (approval.APPROVED, 0.70, 0.99, None),  # a decision already taken stands (a person's, or a retried step's)
+        (approval.REJECTED, 0.99, None, None),
+    ],
+)
+def test_auto_decision_only_decides_pending_versions(
+    status: str, roc_auc: float, champion: float | None, expected: str | None
+) -> None:
+    decision = approval.auto_decision(status, roc_auc, 0.75, champion, 0.01)
+    assert (decision.status if decision else None) == expected
+
+
+def test_auto_decision_needs_a_roc_auc() -> None:
+    with pytest.raises(InvalidInputError, match="no roc_auc tag"):
+        approval.auto_decision(approval.PENDING, None, 0.75, None, 0.01)
+
+
+# champion before, status before, status after -> champion after
+CHAMPION_RULE = [
+    (None, approval.PENDING, approval.APPROVED, 3),  # approved: becomes champion
+    (2, approval.PENDING, approval.APPROVED, 3),  # approved: takes the alias from the old champion
+    (3, approval.APPROVED, approval.APPROVED, 3),  # re-approved champion: no move
+    (2, approval.APPROVED, approval.APPROVED, 3),  # an older approved version brought back
+    (3, approval.APPROVED, approval.REJECTED, None),  # rejected champion: the alias goes
+    (2, approval.APPROVED, approval.REJECTED, 2),  # rejected non-champion: alias stays
+    (2, approval.PENDING, approval.REJECTED, 2),
+    (None, approval.REJECTED, approval.APPROVED, 3),  # a rejection revised by a person
+    (2, approval.REJECTED, approval.REJECTED, 2),
+]
+
+
+@pytest.mark.parametrize(("before", "status_before", "status_after", "after"), CHAMPION_RULE)
+def test_champion_rule(before: int | None, status_before: str, status_after: str, after: int | None) -> None:
+    change = approval.plan(3, status_before, status_after, before)
+    assert change == approval.Change(3, status_before, status_after, before, after)
+    assert change.moves_champion is (before != after)
+    assert change.removes_champion is (before is not None and after is None)
+
+
+def test_every_transition_is_in_the_table() -> None:
+    assert set(approval.TRANSITIONS) == set(approval.STATUSES)
+    for before in approval.STATUSES:
+        for after in approval.STATUSES:
+            if after in approval.TRANSITIONS[before]:
+                approval.plan(1, before, after, None)
+            else:
+                with pytest.raises(ConflictError, match=f"version 1 is {before}; it cannot become {after}"):
+                    approval.plan(1, before, after, None)
+    assert approval.PENDING not in set().union(*approval.TRANSITIONS.values())  # no way back to pending
+
+
+def test_unknown_status_and_champion_alias_rule() -> None:
+    with pytest.raises(InvalidInputError, match="unknown approval status 'Deployed'"):
+        approval.plan(1, approval.PENDING, "Deployed", None)
+    approval.check_alias(approval.CHAMPION, 4, approval.APPROVED)
+    approval.check_alias("challenger", 4, approval.PENDING)
+    for status in (approval.PENDING, approval.REJECTED):
+        with pytest.raises(ConflictError, match=f"version 4 is {status}; only an Approved version can be the champion"):
+            approval.check_alias(approval.CHAMPION, 4, status)

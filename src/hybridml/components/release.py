@@ -62,8 +62,16 @@ def approve(
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def deploy(model_name: str, version: int, target: str, traffic_percent: int, home: str, tracking_uri: str) -> str:
-    """Deploy the approved version to the target; returns the endpoint URL."""
+def deploy(
+    model_name: str,
+    version: int,
+    target: str,
+    traffic_percent: int,
+    home: str,
+    tracking_uri: str,
+    deploy_config: str = "",
+) -> str:
+    """Deploy the approved version to the target (options: a JSON/YAML object); returns the endpoint URL."""
     from hybridml.steps.runtime import run_step, tracking_uri_or_default
 
     return run_step(
@@ -75,11 +83,14 @@ def deploy(model_name: str, version: int, target: str, traffic_percent: int, hom
         traffic_percent=traffic_percent,
         home=home,
         tracking_uri=tracking_uri_or_default(tracking_uri),
+        deploy_config=deploy_config,
     )
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def wait_ready(model_name: str, target: str, timeout_s: float, home: str, endpoint: str) -> str:
+def wait_ready(
+    model_name: str, target: str, timeout_s: float, home: str, endpoint: str, deploy_config: str = ""
+) -> str:
     """Wait until the endpoint is ready (the DescribeEndpoint/WaitForEndpoint loop); returns the endpoint."""
     from hybridml.steps.runtime import run_step
 
@@ -90,6 +101,7 @@ def wait_ready(model_name: str, target: str, timeout_s: float, home: str, endpoi
         target=target,
         timeout_s=timeout_s,
         home=home,
+        deploy_config=deploy_config,
     )
     return endpoint
 
@@ -102,8 +114,12 @@ def inference(
     schema: Input[Artifact],
     n_rows: int,
     predictions: Output[Artifact],
+    target: str = "local",
+    home: str = "",
+    deploy_config: str = "",
 ) -> str:
-    """Score held-out rows through the endpoint; returns the scores as a JSON list."""
+    """Score held-out rows through the deployment's target (``endpoint`` orders it after the wait); returns
+    the scores as a JSON list."""
     import json
     from pathlib import Path
 
@@ -112,11 +128,13 @@ def inference(
     scores = run_step(
         "inference",
         "hybridml.steps.release:infer",
-        endpoint=endpoint,
         model_name=model_name,
         test_path=test.path,
         schema_path=schema.path,
         n_rows=n_rows,
+        target=target,
+        home=home,
+        deploy_config=deploy_config,
     )
     Path(predictions.path).write_text(json.dumps(scores))
     return json.dumps(scores)
@@ -124,7 +142,14 @@ def inference(
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def summarize(
-    roc_auc: float, branch: str, model_name: str, version: int, status: str, endpoint: str, predictions_json: str
+    roc_auc: float,
+    branch: str,
+    model_name: str,
+    version: int,
+    status: str,
+    endpoint: str,
+    predictions_json: str,
+    dropped_json: str,
 ) -> str:
     """The run's result as one JSON object (what `hybridml run --json` prints)."""
     from hybridml.steps.runtime import run_step
@@ -139,5 +164,6 @@ def summarize(
         status=status,
         endpoint=endpoint,
         predictions_json=predictions_json,
+        dropped_json=dropped_json,
     )
     return summary.to_json()

@@ -17,12 +17,15 @@ def preprocess(
     threshold: float,
     model_name: str,
     tracking_uri: str,
+    drop_columns: str,
+    keep_columns: str,
+    positive_class: str,
     train: Output[Dataset],
     valid: Output[Dataset],
     test: Output[Dataset],
     schema: Output[Artifact],
-) -> NamedTuple("PreprocessOutputs", [("data_hash", str), ("n_rows", int)]):  # type: ignore[valid-type]
-    """Validate and split the table; infer the feature schema and reference statistics."""
+) -> NamedTuple("PreprocessOutputs", [("data_hash", str), ("n_rows", int), ("dropped_json", str)]):  # type: ignore[valid-type]
+    """Validate and split the table; infer the feature schema; leave identifier-like columns out, named."""
     from collections import namedtuple
 
     from hybridml.steps.runtime import run_step, tracking_uri_or_default
@@ -41,16 +44,22 @@ def preprocess(
         valid_path=valid.path,
         test_path=test.path,
         schema_path=schema.path,
+        drop_columns=drop_columns,
+        keep_columns=keep_columns,
+        positive_class=positive_class,
     )
     for artifact in (train, valid, test):
         artifact.metadata["data_hash"] = out.data_hash
-    schema.metadata.update({"n_rows": out.n_rows, "n_features": out.n_features})
-    return namedtuple("PreprocessOutputs", ["data_hash", "n_rows"])(out.data_hash, out.n_rows)  # type: ignore[call-arg]
+    schema.metadata.update({"n_rows": out.n_rows, "n_features": out.n_features, "dropped": out.dropped})
+    return namedtuple("PreprocessOutputs", ["data_hash", "n_rows", "dropped_json"])(  # type: ignore[call-arg]
+        out.data_hash, out.n_rows, out.dropped_json
+    )
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def train(
     train: Input[Dataset],
+    test: Input[Dataset],
     schema: Input[Artifact],
     model_type: str,
     params_json: str,
@@ -61,7 +70,7 @@ def train(
     run_name: str,
     model: Output[Model],
 ) -> NamedTuple("TrainOutputs", [("run_id", str), ("model_uri", str)]):  # type: ignore[valid-type]
-    """Fit the model and log it to MLflow."""
+    """Fit the model, profile the training data and the test scores, and log the bundle to MLflow."""
     from collections import namedtuple
 
     from hybridml.steps.runtime import run_step, tracking_uri_or_default
@@ -70,6 +79,7 @@ def train(
         run_name,
         "hybridml.steps.training:train",
         train_path=train.path,
+        test_path=test.path,
         schema_path=schema.path,
         model_type=model_type,
         params_json=params_json,

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +19,11 @@ from hybridml.errors import InvalidInputError, NotFoundError
 MIN_ROWS_PER_CLASS = 5
 BUILTIN_DATASET = "builtin:breast_cancer"
 BUILTIN_HARD = "builtin:synthetic_hard"
+
+DROPPED_ON_REQUEST = "dropped on request"
+# Names that say "row number" or "identifier" (compared in lower case); pandas writes its index as "Unnamed: 0".
+_ID_NAMES = frozenset({"id", "rownames", "rowname", "index", "row", "rowid", "row_id", "row_number", "rownum"})
+_ID_NAME = re.compile(r"^(unnamed: \d+|.+[_ ]id)$")
 
 
 def load_table(path: str | Path) -> pd.DataFrame:
@@ -109,12 +117,132 @@ def _feature_spec(name: str, column: pd.Series) -> FeatureSpec:
     )
 
 
-def infer_schema(frame: pd.DataFrame, target: str) -> FeatureSchema:
-    """Check a table is a usable binary-classification problem and describe it.
+def parse_columns(text: str, what: str) -> tuple[str, ...]:
+    """Column names given as a JSON list (``'["a", "b"]'``) or a comma list (``"a, b"``); ``""`` is none.
 
     Raises:
-        InvalidInputError: naming the problem (no rows, missing/non-binary target, all-NaN column, ...).
+        InvalidInputError: a JSON value that is not a list of strings.
     """
+    text = text.strip()
+    if not text:
+        return ()
+    if text.startswith("["):
+        try:
+            names = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidInputError(f"{what} must be a JSON list of column names or a comma list: {exc}") from exc
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise InvalidInputError(f"{what} must be a JSON list of column names (strings), got {text[:80]}")
+        return tuple(dict.fromkeys(names))
+    return tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+
+
+def _is_id_name(name: str) -> bool:
+    lowered = name.strip().lower()
+    return lowered in _ID_NAMES or bool(_ID_NAME.match(lowered))
+
+
+def identifier_reason(name: str, column: pd.Series) -> str | None:
+    """Why ``column`` looks like a row identifier rather than a feature, or ``None`` if it does not.
+
+    - text whose values are all different (a passenger's name, a ticket code): a category seen once per row
+      teaches a model nothing and every new row is an unknown category;
+    - integers that number the rows: all different and consecutive (``1..n``, ``0..n-1``, in any order);
+    - integers all different in a column named like an identifier (``ID``, ``rownames``, ``customer_id``).
+
+    Float columns are never identifiers: a continuous feature is unique per row too. Booleans never are.
+    """
+    present = column.dropna()
+    n_rows, n_present = len(column), len(present)
+    if pd.api.types.is_bool_dtype(column) or n_present < 2:
+        return None
+    if pd.api.types.is_integer_dtype(column):
+        if n_present != n_rows or not present.is_unique:
+            return None
+        low, high = int(present.min()), int(present.max())
+        if high - low == n_rows - 1:
+            return f"row number: consecutive integers {low}..{high}, one per row"
+        if _is_id_name(name):
+            return f"identifier: named like an ID and its {n_rows} integers are all different"
+        return None
+    if pd.api.types.is_numeric_dtype(column):
+        return None
+    # Text: mostly-empty columns are not identifiers, they are sparse features.
+    if n_present * 2 >= n_rows and present.astype(str).is_unique:
+        return f"identifier: text unique per row ({n_present} rows, each with a different value)"
+    return None
+
+
+def find_identifiers(frame: pd.DataFrame, target: str) -> dict[str, str]:
+    """Identifier-like columns of ``frame`` (besides ``target``) and why, in column order."""
+    found = {}
+    for name in frame.columns:
+        if name == target:
+            continue
+        reason = identifier_reason(str(name), frame[name])
+        if reason is not None:
+            found[str(name)] = reason
+    return found
+
+
+def _check_overrides(frame: pd.DataFrame, target: str, drop: Sequence[str], keep: Sequence[str]) -> None:
+    columns = [str(c) for c in frame.columns]
+    shown = ", ".join(columns[:10]) + (" ..." if len(columns) > 10 else "")
+    for what, names in (("drop", drop), ("keep", keep)):
+        for name in names:
+            if name not in columns:
+                raise InvalidInputError(f"column {name!r} to {what} is not in the table (columns: {shown})")
+            if name == target:
+                raise InvalidInputError(f"column {name!r} to {what} is the target column")
+    both = [n for n in drop if n in keep]
+    if both:
+        raise InvalidInputError(f"columns {both} are both to drop and to keep")
+
+
+def _classes(labels: pd.Series, target: str, positive_class: str | None) -> tuple[str, str]:
+    classes = sorted(labels.astype(str).unique())
+    if len(classes) != 2:
+        raise InvalidInputError(
+            f"target column {target!r} must have exactly 2 classes, found {len(classes)}: {classes[:5]}"
+        )
+    if positive_class is None or positive_class == "":
+        return classes[0], classes[1]  # the default: the second class in sorted order is positive
+    if positive_class not in classes:
+        raise InvalidInputError(
+            f"positive class {positive_class!r} is not a class of target column {target!r}:"
+            f" choose {classes[0]!r} or {classes[1]!r}"
+        )
+    negative = classes[0] if positive_class == classes[1] else classes[1]
+    return negative, positive_class
+
+
+def infer_schema(
+    frame: pd.DataFrame,
+    target: str,
+    *,
+    drop: Iterable[str] = (),
+    keep: Iterable[str] = (),
+    positive_class: str | None = None,
+) -> FeatureSchema:
+    """Check a table is a usable binary-classification problem and describe it.
+
+    Identifier-like columns (:func:`identifier_reason`) are left out of the features and named in the schema's
+    ``dropped`` with the reason, as are the columns in ``drop``; columns in ``keep`` stay features whatever they
+    look like. ``data_hash`` is the hash of the whole table as given, dropped columns included.
+
+    Args:
+        frame: the table, label included.
+        target: the label column (two classes).
+        drop: columns to leave out of the features.
+        keep: columns to keep as features even if they look like identifiers.
+        positive_class: the class whose probability the model scores (label 1); default: the second class in
+            sorted order.
+
+    Raises:
+        InvalidInputError: naming the problem (no rows, missing/non-binary target, all-NaN column, a column to
+            drop or keep that is not in the table, a positive class that is not one of the two, ...).
+    """
+    drop, keep = tuple(drop), tuple(keep)
     if frame.empty:
         raise InvalidInputError("table has no rows")
     if target not in frame.columns:
@@ -124,34 +252,39 @@ def infer_schema(frame: pd.DataFrame, target: str) -> FeatureSchema:
         )
     if len(set(map(str, frame.columns))) != frame.shape[1]:
         raise InvalidInputError("table has duplicate column names")
+    _check_overrides(frame, target, drop, keep)
     labels = frame[target]
     if labels.isna().any():
         raise InvalidInputError(f"target column {target!r} has {int(labels.isna().sum())} missing values")
-    classes = sorted(labels.astype(str).unique())
-    if len(classes) != 2:
-        raise InvalidInputError(
-            f"target column {target!r} must have exactly 2 classes, found {len(classes)}: {classes[:5]}"
-        )
+    classes = _classes(labels, target, positive_class)
     counts = labels.astype(str).value_counts()
     if int(counts.min()) < MIN_ROWS_PER_CLASS:
         raise InvalidInputError(
             f"target column {target!r} has only {int(counts.min())} rows of class {counts.idxmin()!r};"
             f" at least {MIN_ROWS_PER_CLASS} per class are needed"
         )
-    features = tuple(_feature_spec(str(c), frame[c]) for c in frame.columns if c != target)
+    detected = {c: r for c, r in find_identifiers(frame, target).items() if c not in keep}
+    dropped = {
+        str(c): (DROPPED_ON_REQUEST if str(c) in drop else detected[str(c)])
+        for c in frame.columns
+        if str(c) in drop or str(c) in detected
+    }
+    features = tuple(_feature_spec(str(c), frame[c]) for c in frame.columns if c != target and str(c) not in dropped)
     if not features:
-        raise InvalidInputError("table has no feature columns besides the target")
+        left_out = f" (left out: {', '.join(dropped)}; keep one to train on it)" if dropped else ""
+        raise InvalidInputError(f"table has no feature columns besides the target{left_out}")
     return FeatureSchema(
         target=target,
-        classes=(classes[0], classes[1]),
+        classes=classes,
         features=features,
         n_rows=int(frame.shape[0]),
         data_hash=content_hash(frame),
+        dropped=dropped,
     )
 
 
 def encode_labels(frame: pd.DataFrame, schema: FeatureSchema) -> np.ndarray:
-    """Target as 0/1, where 1 is the schema's second (sorted) class."""
+    """Target as 0/1, where 1 is the schema's positive class (``classes[1]``)."""
     return (frame[schema.target].astype(str) == schema.classes[1]).to_numpy(dtype=np.int32)
 
 

@@ -9,7 +9,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from hybridml.core.profile import ReferenceProfile
 from hybridml.core.schema import FeatureSchema
+from hybridml.core.skops_allowlist import ALLOWED_SKOPS_TYPES
 from hybridml.errors import InvalidInputError
 
 XGBOOST = "xgboost"
@@ -17,12 +19,10 @@ SKLEARN_TYPES = ("hist_gradient_boosting", "random_forest", "logistic_regression
 MODEL_TYPES = (XGBOOST, *SKLEARN_TYPES)
 
 MANIFEST = "hybridml.json"
+PROFILE_FILE = "profile.json"
 XGB_FILE = "model.json"
 SKOPS_FILE = "model.skops"
 BUNDLE_FORMAT_VERSION = 1
-
-# skops refuses to load any type not listed here; these are what the sklearn models above are made of.
-_TRUSTED_SKOPS_PREFIXES = ("sklearn.", "numpy.", "builtins.", "collections.", "scipy.", "_loss.")
 
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     XGBOOST: {"n_estimators": 200, "max_depth": 4, "learning_rate": 0.1, "subsample": 1.0, "colsample_bytree": 1.0},
@@ -90,13 +90,17 @@ def positive_scores(model: Classifier, X: np.ndarray) -> np.ndarray:  # noqa: N8
 
 @dataclass(frozen=True)
 class Bundle:
-    """A saved model: estimator file + manifest (schema, params, model type)."""
+    """A saved model: estimator file + manifest (schema, params, model type) + reference profile.
+
+    ``profile`` is ``None`` only for bundles saved without one (before profiles existed, or by tests).
+    """
 
     path: Path
     model_type: str
     model_file: str
     schema: FeatureSchema
     params: dict[str, Any]
+    profile: ReferenceProfile | None = None
 
     @property
     def flavor(self) -> str:
@@ -105,10 +109,22 @@ class Bundle:
 
 
 def save_bundle(
-    model: Classifier, model_type: str, params: dict[str, Any], schema: FeatureSchema, directory: str | Path
+    model: Classifier,
+    model_type: str,
+    params: dict[str, Any],
+    schema: FeatureSchema,
+    directory: str | Path,
+    *,
+    profile: ReferenceProfile | None = None,
 ) -> Bundle:
-    """Write the model in a safe format and its manifest into ``directory`` (created if needed)."""
+    """Write the model in a safe format, its reference profile and its manifest into ``directory`` (created).
+
+    Raises:
+        InvalidInputError: ``profile`` describes other features than ``schema``.
+    """
     directory = Path(directory)
+    if profile is not None:
+        _check_profile(profile, schema, directory)
     directory.mkdir(parents=True, exist_ok=True)
     if model_type == XGBOOST:
         model_file = XGB_FILE
@@ -125,8 +141,40 @@ def save_bundle(
         "params": params,
         "schema": schema.to_dict(),
     }
+    if profile is not None:
+        (directory / PROFILE_FILE).write_text(json.dumps(profile.to_dict(), indent=2))
+    # The manifest is written last: a directory with a manifest is a complete bundle.
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    return Bundle(path=directory, model_type=model_type, model_file=model_file, schema=schema, params=params)
+    return Bundle(
+        path=directory, model_type=model_type, model_file=model_file, schema=schema, params=params, profile=profile
+    )
+
+
+def _check_profile(profile: ReferenceProfile, schema: FeatureSchema, directory: Path) -> None:
+    profiled = set(profile.numeric) | set(profile.categorical)
+    if profiled != set(schema.names):
+        raise InvalidInputError(
+            f"reference profile in {directory} describes features {sorted(profiled)}, the schema has {schema.names}"
+        )
+
+
+def read_profile(directory: str | Path) -> ReferenceProfile | None:
+    """The bundle's reference profile (``profile.json``), or ``None`` when the bundle has none.
+
+    Raises:
+        InvalidInputError: the file is not JSON or not a valid profile (the message names the field).
+    """
+    path = Path(directory) / PROFILE_FILE
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"malformed reference profile {path}: {exc}") from exc
+    try:
+        return ReferenceProfile.from_dict(raw)
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{exc.message} ({path})") from exc
 
 
 def read_bundle(directory: str | Path) -> Bundle:
@@ -147,11 +195,56 @@ def read_bundle(directory: str | Path) -> Bundle:
     if model_file != expected or not (directory / model_file).is_file():
         # Only the two safe formats are ever loaded; a manifest cannot point at a pickle.
         raise InvalidInputError(f"model file {model_file!r} in {directory} is missing or not an allowed format")
-    return Bundle(path=directory, model_type=model_type, model_file=model_file, schema=schema, params=params)
+    profile = read_profile(directory)
+    if profile is not None:
+        _check_profile(profile, schema, directory)
+    return Bundle(
+        path=directory, model_type=model_type, model_file=model_file, schema=schema, params=params, profile=profile
+    )
+
+
+def _vetted_skops_types(content: bytes, model_type: str, path: Path) -> list[str]:
+    """Types of a skops file that skops does not trust by default, once each is found on the exact allow-list.
+
+    Only reads the file's schema: skops builds its node tree without importing or constructing anything,
+    so a refused file runs no code.
+    """
+    import skops.io as sio
+
+    allowed = ALLOWED_SKOPS_TYPES.get(model_type)
+    if allowed is None:
+        raise InvalidInputError(f"model type {model_type!r} is not stored as a skops file ({path})")
+    try:
+        found = sio.get_untrusted_types(data=content)
+    except Exception as exc:  # zip, JSON and schema errors of many types all mean "not a skops file we can read"
+        raise InvalidInputError(f"model file {path} is not a readable skops file: {exc}") from exc
+    # An exact set of names, never a prefix: "builtins." would also admit builtins.eval.
+    refused = [name for name in found if name not in allowed]
+    if refused:
+        raise InvalidInputError(f"model file {path} contains types that are not allowed: {refused}")
+    return found
+
+
+def trusted_skops_types(path: str | Path, model_type: str) -> list[str]:
+    """The ``trusted`` list to load the skops file at ``path`` with: every type in it on the allow-list.
+
+    The allow-list (:mod:`hybridml.core.skops_allowlist`) is generated from the models the project trains.
+    Pass the result wherever skops types are trusted (``skops.io.load``, MLflow's ``skops_trusted_types``).
+
+    Raises:
+        InvalidInputError: the file holds a type not allowed for ``model_type``, or is not a skops file.
+    """
+    path = Path(path)
+    return _vetted_skops_types(path.read_bytes(), model_type, path)
 
 
 def load_estimator(bundle: Bundle) -> Classifier:
-    """Load the estimator of a bundle; skops files are loaded only if every type in them is trusted."""
+    """Load the estimator of a bundle; a skops file is loaded only if every type in it is on the allow-list.
+
+    Raises:
+        InvalidInputError: the skops file holds a type not allowed for the bundle's model type (refused before
+            anything in it is constructed), or cannot be read.
+    """
     path = bundle.path / bundle.model_file
     if bundle.model_type == XGBOOST:
         import xgboost as xgb
@@ -161,8 +254,10 @@ def load_estimator(bundle: Bundle) -> Classifier:
         return model
     import skops.io as sio
 
-    untrusted = sio.get_untrusted_types(file=path)
-    refused = [t for t in untrusted if not t.startswith(_TRUSTED_SKOPS_PREFIXES)]
-    if refused:
-        raise InvalidInputError(f"model file {path} contains types that are not trusted: {refused}")
-    return sio.load(path, trusted=untrusted)
+    # Read once: the bytes checked are the bytes loaded, even if the file is replaced in between.
+    content = path.read_bytes()
+    trusted = _vetted_skops_types(content, bundle.model_type, path)
+    try:
+        return sio.loads(content, trusted=trusted)
+    except Exception as exc:  # a schema that parses but does not construct: a corrupt or hand-made file
+        raise InvalidInputError(f"cannot load model file {path}: {exc}") from exc

@@ -43,7 +43,12 @@ class FeatureSpec:
 
 @dataclass(frozen=True)
 class FeatureSchema:
-    """The contract between training data, the saved model and serving requests."""
+    """The contract between training data, the saved model and serving requests.
+
+    ``classes`` is ``(negative, positive)``: a score is the probability of ``classes[1]``. ``dropped`` names the
+    input columns that are not features and why (identifier-like, or dropped on request); they are not part of
+    what a request must match.
+    """
 
     target: str
     classes: tuple[str, str]
@@ -51,6 +56,7 @@ class FeatureSchema:
     n_rows: int
     data_hash: str
     extra: dict[str, Any] = field(default_factory=dict)
+    dropped: dict[str, str] = field(default_factory=dict)
 
     @property
     def names(self) -> list[str]:
@@ -84,6 +90,10 @@ class FeatureSchema:
             classes = tuple(str(c) for c in raw["classes"])
             if len(classes) != 2:
                 raise ValueError(f"expected 2 classes, got {len(classes)}")
+            # Schemas written before columns were dropped have no "dropped": nothing was.
+            dropped = raw.get("dropped", {})
+            if not isinstance(dropped, dict):
+                raise ValueError(f"dropped must be an object of column: reason, got {type(dropped).__name__}")
             return cls(
                 target=str(raw["target"]),
                 classes=(classes[0], classes[1]),
@@ -91,6 +101,7 @@ class FeatureSchema:
                 n_rows=int(raw["n_rows"]),
                 data_hash=str(raw["data_hash"]),
                 extra=dict(raw.get("extra", {})),
+                dropped={str(k): str(v) for k, v in dropped.items()},
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidInputError(f"malformed feature schema: {exc}") from exc
@@ -98,12 +109,17 @@ class FeatureSchema:
     def differences(self, other: FeatureSchema) -> list[str]:
         """What makes ``other`` (new data) incompatible with this schema (a registered model's), as sentences.
 
-        Compatible means: same target, same feature names in the same order, same dtypes. Ranges and
-        statistics may differ (that is drift, not a schema change).
+        Compatible means: same target, same classes with the same positive class, same feature names in the
+        same order, same dtypes. Ranges and statistics may differ (that is drift, not a schema change).
         """
         problems: list[str] = []
         if self.target != other.target:
             problems.append(f"target is {other.target!r}, registered model has {self.target!r}")
+        elif set(self.classes) != set(other.classes):
+            problems.append(f"classes are {list(other.classes)}, registered model has {list(self.classes)}")
+        elif self.classes[1] != other.classes[1]:
+            # Same labels, other positive class: its scores would mean the opposite of the registered model's.
+            problems.append(f"positive class is {other.classes[1]!r}, registered model has {self.classes[1]!r}")
         mine, theirs = self.names, other.names
         missing = [n for n in mine if n not in theirs]
         added = [n for n in theirs if n not in mine]

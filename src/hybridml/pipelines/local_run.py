@@ -16,7 +16,8 @@ from urllib.parse import urlparse
 from rich.console import Console
 
 from hybridml.config import Settings
-from hybridml.core import approval
+from hybridml.core import approval, data
+from hybridml.core.naming import check_model_name
 from hybridml.errors import HybridmlError, InvalidInputError
 from hybridml.pipelines.zygote import warm_executable
 from hybridml.steps.runtime import RUN_LOG_ENV
@@ -74,13 +75,17 @@ def run(settings: Settings, arguments: dict[str, Any], *, progress: Console | No
     """Execute ``training_pipeline(**arguments)`` locally and return its summary.
 
     Raises:
-        InvalidInputError: an argument is out of range (checked before any step runs).
+        InvalidInputError: an argument is out of range or a model name breaks the naming rule (checked before
+            any step runs).
         StepFailedError: a step failed; the message is the step's own one-line error.
     """
     from kfp import local
 
     from hybridml.pipelines.training import training_pipeline
 
+    check_model_name(arguments.get("model_name", "hybridml-model"))
+    data.parse_columns(str(arguments.get("drop_columns", "")), "drop_columns")
+    data.parse_columns(str(arguments.get("keep_columns", "")), "keep_columns")
     approval.check_threshold("threshold", float(arguments.get("threshold", 0.75)))
     approval.check_threshold("tolerance", float(arguments.get("tolerance", 0.01)))
     traffic = int(arguments.get("traffic_percent", 100))

@@ -23,168 +23,211 @@ PIPELINE_NAME = "hybridml-training"
 COMPILED = Path(__file__).with_name("hybridml_training.yaml")
 
 
-def _local(task: dsl.PipelineTask) -> dsl.PipelineTask:
-    # Every step talks to MLflow and the deploy target itself; a cached result would skip those side effects.
+def _no_cache(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    # Every step after preprocess writes to MLflow, the registry or a deploy target, or takes the run's own id:
+    # a cached result would skip those side effects (or never hit), so they always run.
     return task.set_caching_options(False)
 
 
-@dsl.pipeline(
-    name=PIPELINE_NAME,
-    description="Train a binary classifier, gate on ROC AUC (HPO below the threshold), register in MLflow, "
-    "approve, deploy to KServe and score held-out rows.",
-)
-def training_pipeline(
-    data_uri: str = "",
-    target: str = "",
-    model_name: str = "hybridml-model",
-    model_type: str = "xgboost",
-    params_json: str = "{}",
-    threshold: float = 0.75,
-    tolerance: float = 0.01,
-    auto_approve: bool = True,
-    n_trials: int = 20,
-    hpo_timeout_s: float = 600.0,
-    hpo_storage: str = "",
-    seed: int = 42,
-    test_size: float = 0.2,
-    deploy_target: str = "local",
-    traffic_percent: int = 100,
-    ready_timeout_s: float = 120.0,
-    predict_rows: int = 5,
-    tracking_uri: str = "",
-    experiment: str = "hybridml",
-    home: str = "",
-) -> str:
-    """The whole life of a tabular model; returns the run summary as JSON."""
-    run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
-    tracked = {"tracking_uri": tracking_uri, "experiment": experiment}
-    pre = _local(
-        preprocess(
-            data_uri=data_uri,
-            target=target,
-            seed=seed,
-            test_size=test_size,
-            threshold=threshold,
-            model_name=model_name,
-            tracking_uri=tracking_uri,
-        )
-    ).set_display_name("preprocess")
+def make_pipeline(cache_preprocess: bool = False) -> Any:
+    """The pipeline, with preprocess cacheable or not: the one caching choice a user makes.
 
-    def fit_and_score(params: Any, label: str) -> tuple[dsl.PipelineTask, dsl.PipelineTask]:
-        # The baseline and the HPO branch's retrain are the same two steps with other hyper-parameters.
-        fitted = _local(
-            train(
-                train=pre.outputs["train"],
-                schema=pre.outputs["schema"],
-                model_type=model_type,
-                params_json=params,
-                seed=seed,
-                pipeline_run_id=run_id,
-                run_name=label.replace(" ", "-"),
-                **tracked,
-            )
-        ).set_display_name(label)
-        scored = _local(
-            evaluate(
-                model=fitted.outputs["model"],
-                test=pre.outputs["test"],
-                run_id=fitted.outputs["run_id"],
-                step_name=label.replace("train", "evaluate"),
-                **tracked,
-            )
-        ).set_display_name(label.replace("train", "evaluate"))
-        return fitted, scored
+    KFP caches a task by its inputs. Preprocess is the only step whose result depends on its inputs alone, and
+    even it reads ``data_uri`` by name: a file replaced in place under the same URI is not noticed by a cached
+    run. So caching is off unless asked for (``hybridml compile --cache-preprocess``). kfp.local has no cache:
+    local runs always run every step.
+    """
 
-    def register_version(fitted: dsl.PipelineTask, scored: dsl.PipelineTask, branch: str) -> dsl.PipelineTask:
-        return _local(
-            register(
-                model_name=model_name,
-                model_uri=fitted.outputs["model_uri"],
-                run_id=fitted.outputs["run_id"],
-                roc_auc=scored.outputs["Output"],
-                data_hash=pre.outputs["data_hash"],
-                pipeline_run_id=run_id,
-                branch=branch,
-                tracking_uri=tracking_uri,
-            )
-        ).set_display_name("register" if branch == "register" else "register best")
-
-    base, scored = fit_and_score(params_json, "train")
-    with dsl.If(scored.outputs["Output"] >= threshold, name="roc-meets-threshold"):
-        direct = register_version(base, scored, "register")
-    with dsl.Else(name="roc-below-threshold"):
-        search = _local(
-            hpo(
-                train=pre.outputs["train"],
-                valid=pre.outputs["valid"],
-                schema=pre.outputs["schema"],
-                model_type=model_type,
-                n_trials=n_trials,
-                timeout_s=hpo_timeout_s,
-                storage=hpo_storage,
-                seed=seed,
-                pipeline_run_id=run_id,
-                **tracked,
-            )
-        ).set_display_name("hpo")
-        tuned = register_version(*fit_and_score(search.outputs["best_params_json"], "train best"), "hpo")
-
-    version = dsl.OneOf(direct.outputs["model_version"], tuned.outputs["model_version"])
-    roc_auc = dsl.OneOf(direct.outputs["roc_auc"], tuned.outputs["roc_auc"])
-    branch = dsl.OneOf(direct.outputs["branch"], tuned.outputs["branch"])
-    status = _local(
-        approve(
-            model_name=model_name,
-            version=version,
-            threshold=threshold,
-            tolerance=tolerance,
-            auto_approve=auto_approve,
-            tracking_uri=tracking_uri,
-        )
-    ).set_display_name("approval status")
-
-    summary = functools.partial(
-        summarize, roc_auc=roc_auc, branch=branch, model_name=model_name, version=version, status=status.output
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="Train a binary classifier, gate on ROC AUC (HPO below the threshold), register in MLflow, "
+        "approve, deploy to KServe and score held-out rows.",
     )
-    with dsl.If(status.output == "Approved", name="approved"):
-        placed = _local(
-            deploy(
+    def training_pipeline(
+        data_uri: str = "",
+        target: str = "",
+        drop_columns: str = "",
+        keep_columns: str = "",
+        positive_class: str = "",
+        model_name: str = "hybridml-model",
+        model_type: str = "xgboost",
+        params_json: str = "{}",
+        threshold: float = 0.75,
+        tolerance: float = 0.01,
+        auto_approve: bool = True,
+        n_trials: int = 20,
+        hpo_timeout_s: float = 600.0,
+        hpo_storage: str = "",
+        seed: int = 42,
+        test_size: float = 0.2,
+        deploy_target: str = "local",
+        deploy_config: str = "",
+        traffic_percent: int = 100,
+        ready_timeout_s: float = 120.0,
+        predict_rows: int = 5,
+        tracking_uri: str = "",
+        experiment: str = "hybridml",
+        home: str = "",
+    ) -> str:
+        """The whole life of a tabular model; returns the run summary as JSON.
+
+        ``drop_columns`` and ``keep_columns`` are JSON lists or comma lists of column names: identifier-like columns
+        are left out unless kept, and the summary names every column left out and why. ``positive_class`` is the
+        label the model scores (default: the second class in sorted order). ``deploy_config`` is the deploy
+        target's typed configuration as a JSON object (see ``hybridml.deploy.config``).
+        """
+        run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
+        tracked = {"tracking_uri": tracking_uri, "experiment": experiment}
+        pre = (
+            preprocess(
+                data_uri=data_uri,
+                target=target,
+                seed=seed,
+                test_size=test_size,
+                threshold=threshold,
+                model_name=model_name,
+                tracking_uri=tracking_uri,
+                drop_columns=drop_columns,
+                keep_columns=keep_columns,
+                positive_class=positive_class,
+            )
+            .set_caching_options(cache_preprocess)
+            .set_display_name("preprocess")
+        )
+
+        def fit_and_score(params: Any, label: str) -> tuple[dsl.PipelineTask, dsl.PipelineTask]:
+            # The baseline and the HPO branch's retrain are the same two steps with other hyper-parameters.
+            fitted = _no_cache(
+                train(
+                    train=pre.outputs["train"],
+                    test=pre.outputs["test"],
+                    schema=pre.outputs["schema"],
+                    model_type=model_type,
+                    params_json=params,
+                    seed=seed,
+                    pipeline_run_id=run_id,
+                    run_name=label.replace(" ", "-"),
+                    **tracked,
+                )
+            ).set_display_name(label)
+            scored = _no_cache(
+                evaluate(
+                    model=fitted.outputs["model"],
+                    test=pre.outputs["test"],
+                    run_id=fitted.outputs["run_id"],
+                    step_name=label.replace("train", "evaluate"),
+                    **tracked,
+                )
+            ).set_display_name(label.replace("train", "evaluate"))
+            return fitted, scored
+
+        def register_version(fitted: dsl.PipelineTask, scored: dsl.PipelineTask, branch: str) -> dsl.PipelineTask:
+            return _no_cache(
+                register(
+                    model_name=model_name,
+                    model_uri=fitted.outputs["model_uri"],
+                    run_id=fitted.outputs["run_id"],
+                    roc_auc=scored.outputs["Output"],
+                    data_hash=pre.outputs["data_hash"],
+                    pipeline_run_id=run_id,
+                    branch=branch,
+                    tracking_uri=tracking_uri,
+                )
+            ).set_display_name("register" if branch == "register" else "register best")
+
+        base, scored = fit_and_score(params_json, "train")
+        with dsl.If(scored.outputs["Output"] >= threshold, name="roc-meets-threshold"):
+            direct = register_version(base, scored, "register")
+        with dsl.Else(name="roc-below-threshold"):
+            search = _no_cache(
+                hpo(
+                    train=pre.outputs["train"],
+                    valid=pre.outputs["valid"],
+                    schema=pre.outputs["schema"],
+                    model_type=model_type,
+                    n_trials=n_trials,
+                    timeout_s=hpo_timeout_s,
+                    storage=hpo_storage,
+                    seed=seed,
+                    pipeline_run_id=run_id,
+                    **tracked,
+                )
+            ).set_display_name("hpo")
+            tuned = register_version(*fit_and_score(search.outputs["best_params_json"], "train best"), "hpo")
+
+        version = dsl.OneOf(direct.outputs["model_version"], tuned.outputs["model_version"])
+        roc_auc = dsl.OneOf(direct.outputs["roc_auc"], tuned.outputs["roc_auc"])
+        branch = dsl.OneOf(direct.outputs["branch"], tuned.outputs["branch"])
+        status = _no_cache(
+            approve(
                 model_name=model_name,
                 version=version,
-                target=deploy_target,
-                traffic_percent=traffic_percent,
-                home=home,
+                threshold=threshold,
+                tolerance=tolerance,
+                auto_approve=auto_approve,
                 tracking_uri=tracking_uri,
             )
-        ).set_display_name("deploy")
-        ready = _local(
-            wait_ready(
-                model_name=model_name,
-                target=deploy_target,
-                timeout_s=ready_timeout_s,
-                home=home,
-                endpoint=placed.output,
-            )
-        ).set_display_name("wait until ready")
-        scores = _local(
-            inference(
-                endpoint=ready.output,
-                model_name=model_name,
-                test=pre.outputs["test"],
-                schema=pre.outputs["schema"],
-                n_rows=predict_rows,
-            )
-        ).set_display_name("inference")
-        served = _local(summary(endpoint=ready.output, predictions_json=scores.outputs["Output"])).set_display_name(
-            "summary"
+        ).set_display_name("approval status")
+
+        summary = functools.partial(
+            summarize,
+            roc_auc=roc_auc,
+            branch=branch,
+            model_name=model_name,
+            version=version,
+            status=status.output,
+            dropped_json=pre.outputs["dropped_json"],
         )
-    with dsl.Else(name="not-approved"):
-        held = _local(summary(endpoint="", predictions_json="")).set_display_name("summary")
-    return dsl.OneOf(served.output, held.output)
+        with dsl.If(status.output == "Approved", name="approved"):
+            placed = _no_cache(
+                deploy(
+                    model_name=model_name,
+                    version=version,
+                    target=deploy_target,
+                    traffic_percent=traffic_percent,
+                    home=home,
+                    tracking_uri=tracking_uri,
+                    deploy_config=deploy_config,
+                )
+            ).set_display_name("deploy")
+            ready = _no_cache(
+                wait_ready(
+                    model_name=model_name,
+                    target=deploy_target,
+                    timeout_s=ready_timeout_s,
+                    home=home,
+                    deploy_config=deploy_config,
+                    endpoint=placed.output,
+                )
+            ).set_display_name("wait until ready")
+            scores = _no_cache(
+                inference(
+                    endpoint=ready.output,
+                    model_name=model_name,
+                    test=pre.outputs["test"],
+                    schema=pre.outputs["schema"],
+                    n_rows=predict_rows,
+                    target=deploy_target,
+                    home=home,
+                    deploy_config=deploy_config,
+                )
+            ).set_display_name("inference")
+            served = _no_cache(
+                summary(endpoint=ready.output, predictions_json=scores.outputs["Output"])
+            ).set_display_name("summary")
+        with dsl.Else(name="not-approved"):
+            held = _no_cache(summary(endpoint="", predictions_json="")).set_display_name("summary")
+        return dsl.OneOf(served.output, held.output)
+
+    return training_pipeline
 
 
-def compile_to(path: "str | Path" = COMPILED) -> Path:
+training_pipeline = make_pipeline()
+
+
+def compile_to(path: "str | Path" = COMPILED, *, cache_preprocess: bool = False) -> Path:
     """Compile the pipeline to KFP IR YAML (what the Kubeflow UI uploads)."""
     path = Path(path)
-    compiler.Compiler().compile(training_pipeline, str(path))
+    pipeline = make_pipeline(cache_preprocess) if cache_preprocess else training_pipeline
+    compiler.Compiler().compile(pipeline, str(path))
     return path

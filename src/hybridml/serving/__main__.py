@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from hybridml.errors import HybridmlError
+from hybridml.serving.auth import TOKEN_ENV
+from hybridml.serving.payload_log import DEFAULT_KEEP, DEFAULT_MAX_BYTES
 from hybridml.serving.predictor import DEFAULT_MAX_ROWS
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -36,7 +39,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ROWS, help="largest batch accepted per request")
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help="413 above this size")
     parser.add_argument("--payload-log", default=None, help="JSON-lines file of requests and predictions")
+    parser.add_argument(
+        "--payload-log-max-bytes", type=int, default=DEFAULT_MAX_BYTES,
+        help=f"rotate the payload log (to NAME.1, NAME.2, ...) at this size; 0: never (default {DEFAULT_MAX_BYTES})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--payload-log-keep", type=int, default=DEFAULT_KEEP,
+        help=f"rotated payload log files kept besides the live one (default {DEFAULT_KEEP})",
+    )  # fmt: skip
     parser.add_argument("--feedback-log", default=None, help="JSON-lines file of /feedback labels")
+    control = parser.add_argument_group(
+        "control", "promote, rollback, traffic and feedback, on a listener apart from the inference port"
+    )
+    control.add_argument(
+        "--control-port", type=int, default=None, help="TCP port of the control listener (none if absent)"
+    )
+    control.add_argument(
+        "--control-host", default=None,
+        help="address of the control listener (default 127.0.0.1; off loopback it needs a token)",
+    )  # fmt: skip
+    control.add_argument("--control-socket", default=None, help="Unix socket of the control listener (instead of TCP)")
+    control.add_argument(
+        "--control-token-file", default=None,
+        help=f"file holding the bearer token non-loopback control callers must send (else ${TOKEN_ENV})",
+    )  # fmt: skip
     parser.add_argument("--no-batching", action="store_true", help="score each request alone (no micro-batching)")
     parser.add_argument("--batch-wait-ms", type=float, default=0.0, help="longest wait to fill a micro-batch")
     parser.add_argument("--variant", default="stable", help=argparse.SUPPRESS)
@@ -50,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     from hybridml.serving.runtime import run_server
 
     try:
-        run_server(args)
+        run_server(args, os.environ)
     except HybridmlError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -7,7 +7,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from hybridml import __version__
 from hybridml.errors import HybridmlError, InvalidInputError, NotFoundError, PayloadTooLargeError
 from hybridml.serving import protocol
+from hybridml.serving.auth import ControlAuth
 from hybridml.serving.metrics import ServingMetrics
 from hybridml.serving.payload_log import JsonLinesLog, check_request_id, feedback_records, payload_record
 from hybridml.serving.predictor import BundlePredictor
@@ -34,7 +35,7 @@ _V2_MODEL = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/infer
 _V1_MODEL = re.compile(r"^/v1/models/([^/:]+)(:predict)?$")
 # Request ids only have to be unique, not secret: a Mersenne Twister seeded from os.urandom avoids the getrandom
 # system call uuid.uuid4() makes on every request. The ids keep the UUID4 form (32 hex digits, version 4).
-_IDS = random.Random()  # nosec B311
+_IDS = random.Random()  # noqa: S311
 _UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
 _UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
 
@@ -143,6 +144,7 @@ class InferenceApp:
         feedback_log: where ``/feedback`` appends labels (None: the endpoint answers 404).
         max_body_bytes: larger request bodies get 413 without being read whole.
         batcher: micro-batcher to score through (None: score each request directly).
+        control_auth: who may post ``/feedback`` on this port (default: loopback callers only).
     """
 
     def __init__(
@@ -157,39 +159,69 @@ class InferenceApp:
         feedback_log: JsonLinesLog | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         batcher: Batcher | None = None,
+        control_auth: ControlAuth | None = None,
     ) -> None:
         self.name = name
         self.version = version
         self.variant = variant
         self.predictor = predictor
         self.registry = registry if registry is not None else CollectorRegistry()
-        self.metrics = ServingMetrics(self.registry, name, version, variant, predictor.schema)
+        self.metrics = ServingMetrics(self.registry, name, version, variant, predictor.schema, predictor.bundle.profile)
         self.payload_log = payload_log
         self.feedback_log = feedback_log
         self.max_body_bytes = max_body_bytes
         self.batcher = batcher
+        self.control_auth = control_auth if control_auth is not None else ControlAuth()
         self.ready = True
+        self.schema_hash = predictor.schema.schema_hash  # computed once: it goes into every payload record
         self._served_headers = [(HEADER_MODEL, name), (HEADER_VERSION, version), (HEADER_VARIANT, variant)]
+
+    def set_variant(self, variant: str) -> None:
+        """Take the role ``variant`` (a router promoted this worker): headers, metrics and payload records follow."""
+        if variant == self.variant:
+            return
+        log.info("%s version %s is now %s (was %s)", self.name, self.version, variant, self.variant)
+        self.variant = variant
+        self._served_headers = [(HEADER_MODEL, self.name), (HEADER_VERSION, self.version), (HEADER_VARIANT, variant)]
+        self.metrics.relabel(variant)
 
     # ----- ASGI -----
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI entry: read the body (bounded), dispatch, answer."""
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        path = scope["path"]
+        if path == "/feedback":
+            denied = refusal(self.control_auth, scope, headers)
+            if denied is not None:
+                await send_response(send, denied)
+                return
         body = await read_body(scope, receive, headers, self.max_body_bytes)
         if isinstance(body, Response):
             response = body
         else:
-            response = await self.handle(scope["method"], scope["path"], headers, body)
+            response = await self.handle(scope["method"], path, headers, body)
         await send_response(send, response)
 
-    async def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Response:
-        """Answer one request; every client mistake becomes a 4xx JSON error, never a 500."""
+    async def handle(
+        self, method: str, path: str, headers: dict[str, str], body: bytes, variant: str | None = None
+    ) -> Response:
+        """Answer one request; every client mistake becomes a 4xx JSON error, never a 500.
+
+        Args:
+            method: HTTP method.
+            path: URL path.
+            headers: lower-case request headers.
+            body: request body.
+            variant: the role a router chose this request for (None: this app's own); a change relabels the app.
+        """
+        if variant is not None and variant != self.variant:
+            self.set_variant(variant)
         try:
             if method == "POST":
                 if path.startswith("/v1/models/") and path.endswith(":predict"):
@@ -234,6 +266,9 @@ class InferenceApp:
         return self._not_found_or_405("GET", path)
 
     def _not_found_or_405(self, method: str, path: str) -> Response:
+        if path.startswith("/admin/"):
+            # Control lives on its own listener (hybridml.serving.control); here it does not exist at all.
+            return error_response(404, f"no route {path[:200]}")
         post_only = path.endswith((":predict", "/infer")) or path == "/feedback"
         if post_only == (method != "POST"):
             return error_response(405, f"method {method} is not allowed on {path[:200]}")
@@ -257,12 +292,13 @@ class InferenceApp:
         self._check_model(name, version)
         raw_id = headers.get(HEADER_REQUEST_ID)
         request_id = check_request_id(raw_id) if raw_id is not None else new_request_id()
+        variant = self.variant  # the role this request came in: a promote while it waits in a batch keeps it
         try:
             if v2:
                 request = protocol.v2_request(body, headers)
-                matrix = protocol.v2_matrix(self.predictor, request)
+                matrix, sent = protocol.v2_decode(self.predictor, request)
             else:
-                matrix, _ = protocol.v1_matrix(self.predictor, body)
+                matrix, sent = protocol.v1_matrix(self.predictor, body)
             parsed = time.perf_counter()
             scores = await self.batcher.scores(matrix) if self.batcher else self.predictor.scores(matrix)
             predicted = time.perf_counter()
@@ -278,20 +314,55 @@ class InferenceApp:
         self.metrics.request(200)
         self.metrics.stages((parsed - start, predicted - parsed, done - predicted, done - start))
         self.metrics.scored(matrix, scores)
+        unknown = self.predictor.unknown_categories(matrix, sent)
+        if unknown:
+            self.metrics.unknown_categories(unknown)
         if self.payload_log is not None:
-            self.payload_log.write(payload_record(request_id, self.name, self.version, self.variant, matrix, scores))
+            self._log_payload(self.payload_log, request_id, variant, matrix, sent, unknown, scores)
         response = Response(200, answer, [*self._served_headers, (HEADER_REQUEST_ID, request_id), *extra.items()])
         if extra:
             response.content_type = b"application/octet-stream"
         return response
 
-    def _feedback(self, body: bytes) -> Response:
+    def _log_payload(
+        self,
+        payload_log: JsonLinesLog,
+        request_id: str,
+        variant: str,
+        matrix: np.ndarray,
+        sent: protocol.Sent,
+        unknown: Sequence[tuple[int, int]],
+        scores: np.ndarray,
+    ) -> None:
+        n = len(matrix)
+        if unknown:
+            names = self.predictor.names
+            flags: list[list[str]] = [[] for _ in range(n)]
+            for row, feature in unknown:
+                flags[row].append(names[feature])
+        else:
+            flags = [[]] * n  # one shared empty list: serialised n times, built once
+        record = payload_record(
+            request_id, self.name, self.version, variant, self.schema_hash, sent.records(), flags, scores
+        )
+        payload_log.write(record)
+
+    def accept_feedback(self, body: bytes) -> int:
+        """Append the labels of a ``/feedback`` body to the feedback log; returns how many.
+
+        Raises:
+            NotFoundError: this server has no feedback log.
+            InvalidInputError: a malformed body or label.
+        """
         if self.feedback_log is None:
-            raise NotFoundError("feedback is not enabled on this server (start it with a payload log)")
+            raise NotFoundError("feedback is not enabled on this server (start it with a feedback log)")
         records = feedback_records(protocol.loads(body), self.predictor.schema.classes)
         for record in records:
             self.feedback_log.write({**record, "model": self.name})
-        return json_response({"accepted": len(records)})
+        return len(records)
+
+    def _feedback(self, body: bytes) -> Response:
+        return json_response({"accepted": self.accept_feedback(body)})
 
 
 async def read_body(scope: Scope, receive: Receive, headers: dict[str, str], limit: int) -> bytes | Response:
@@ -326,7 +397,20 @@ async def send_response(send: Send, response: Response) -> None:
     await send({"type": "http.response.body", "body": response.body})
 
 
-async def _lifespan(receive: Receive, send: Send) -> None:
+def refusal(auth: ControlAuth, scope: Scope, headers: dict[str, str], *, local_socket: bool = False) -> Response | None:
+    """None when ``auth`` allows the control call in ``scope``, else its 401/403 answer (the body is not read)."""
+    status = auth.decide(scope.get("client"), headers.get("authorization"), local_socket=local_socket)
+    if status is None:
+        return None
+    if status == 401:
+        response = error_response(401, "control calls from outside loopback need 'Authorization: Bearer <token>'")
+        response.headers.append(("www-authenticate", "Bearer"))
+        return response
+    return error_response(403, "the bearer token is not accepted")
+
+
+async def lifespan(receive: Receive, send: Send) -> None:
+    """Answer ASGI lifespan startup and shutdown (for apps without background tasks)."""
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
@@ -343,4 +427,4 @@ def check_percent(value: int, what: str = "canary percent") -> int:
     return value
 
 
-__all__ = ["Batcher", "InferenceApp", "PayloadTooLargeError", "Response", "check_percent"]
+__all__ = ["Batcher", "InferenceApp", "PayloadTooLargeError", "Response", "check_percent", "refusal"]

@@ -1,4 +1,4 @@
-"""Helpers behind ``hybridml serve --canary/--shadow`` and ``hybridml feedback``: parsing and HTTP calls."""
+"""Helpers behind ``hybridml serve --canary/--shadow`` and ``hybridml feedback``: parsing, command line, feedback."""
 
 from __future__ import annotations
 
@@ -6,10 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import requests
-
-from hybridml.errors import InvalidInputError, NotReadyError
-from hybridml.serving.client import _raise_for_status
+from hybridml.errors import InvalidInputError
+from hybridml.serving.control import ControlClient
 
 _CANARY = re.compile(
     r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]{0,62})/(?P<version>[A-Za-z0-9][A-Za-z0-9._-]{0,62}):(?P<pct>\d{1,3})$"
@@ -53,9 +51,19 @@ def server_command(
     shadow: tuple[str, str] | None = None,
     payload_log: str | None = None,
     feedback_log: str | None = None,
+    control_port: int | None = None,
+    control_token_file: str | None = None,
+    control_socket: str | None = None,
+    payload_log_max_bytes: int | None = None,
+    payload_log_keep: int | None = None,
 ) -> list[str]:
     """The ``python -m hybridml.serving`` command line for stable (dir, version), canary (dir, version, pct)
-    and shadow (dir, version) bundles already downloaded."""
+    and shadow (dir, version) bundles already downloaded.
+
+    ``control_port`` (on 127.0.0.1) or ``control_socket`` adds the control listener; ``control_token_file``
+    lets non-loopback callers in with that bearer token. ``payload_log_max_bytes`` / ``payload_log_keep``
+    override the server's rotation defaults.
+    """
     command = [python, "-m", "hybridml.serving", "--model-dir", stable[0], "--model-name", name,
                "--model-version", stable[1], "--bind-host", host, "--bind-port", str(port)]  # fmt: skip
     if canary:
@@ -64,37 +72,25 @@ def server_command(
         command += ["--shadow-dir", shadow[0], "--shadow-version", shadow[1]]
     if payload_log:
         command += ["--payload-log", payload_log]
+        if payload_log_max_bytes is not None:
+            command += ["--payload-log-max-bytes", str(payload_log_max_bytes)]
+        if payload_log_keep is not None:
+            command += ["--payload-log-keep", str(payload_log_keep)]
     if feedback_log:
         command += ["--feedback-log", feedback_log]
+    if control_port is not None:
+        command += ["--control-port", str(control_port)]
+    if control_socket is not None:
+        command += ["--control-socket", control_socket]
+    if control_token_file is not None:
+        command += ["--control-token-file", control_token_file]
     return command
 
 
-def _post(url: str, body: Any, timeout_s: float) -> dict[str, Any]:
-    try:
-        response = requests.post(url, json=body, timeout=timeout_s)
-    except requests.RequestException as exc:
-        raise NotReadyError(f"cannot reach model server at {url}: {exc}") from exc
-    _raise_for_status(response)
-    answer: dict[str, Any] = response.json()
-    return answer
+def send_feedback(endpoint: str, labels: dict[str, Any], timeout_s: float = 10, token: str | None = None) -> int:
+    """Attach ground-truth ``labels`` ({request_id: label}) on the server at ``endpoint``; returns how many.
 
-
-def send_feedback(endpoint: str, labels: dict[str, Any], timeout_s: float = 10) -> int:
-    """Attach ground-truth ``labels`` ({request_id: label}) on the server at ``endpoint``; returns how many."""
-    if not labels:
-        raise InvalidInputError("no feedback labels given")
-    items = [{"request_id": k, "label": v} for k, v in labels.items()]
-    return int(_post(f"{endpoint.rstrip('/')}/feedback", {"items": items}, timeout_s)["accepted"])
-
-
-def set_traffic(endpoint: str, *, canary_percent: int | None = None, action: str | None = None,
-                timeout_s: float = 10) -> dict[str, Any]:  # fmt: skip
-    """Change a running router's split without a restart: a canary percent, or ``promote`` / ``rollback``."""
-    base = endpoint.rstrip("/")
-    if action is not None:
-        if action not in ("promote", "rollback"):
-            raise InvalidInputError(f"action must be promote or rollback, got {action!r}")
-        return _post(f"{base}/admin/{action}", None, timeout_s)
-    if canary_percent is None:
-        raise InvalidInputError("give a canary percent or an action")
-    return _post(f"{base}/admin/traffic", {"canary_percent": canary_percent}, timeout_s)
+    ``endpoint`` is the inference URL (its ``/feedback`` answers loopback callers, or others with ``token``) or
+    a control address (``http://HOST:PORT``, ``unix:///PATH``).
+    """
+    return ControlClient(endpoint.rstrip("/"), token, timeout_s=timeout_s).feedback(labels)

@@ -7,7 +7,7 @@ import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -22,6 +22,14 @@ _MAX_NAMES_SHOWN = 5
 _PLAIN_NUMBERS = frozenset({float, int})
 
 Converter = Callable[[Any], float]
+
+
+class SentValues(Protocol):
+    """A request's values as sent, read by schema position (see hybridml.serving.protocol)."""
+
+    def value(self, row: int, feature: int) -> Any:
+        """The value sent for ``feature`` in ``row``."""
+        ...
 
 
 class _BadValueError(Exception):
@@ -127,7 +135,14 @@ class BundlePredictor:
         self.estimator = estimator
         self.max_rows = max_rows
         self._converters = [_converter(spec) for spec in bundle.schema.features]
-        self._position = {name: i for i, name in enumerate(bundle.schema.names)}
+        self._feature_names = tuple(bundle.schema.names)
+        self._position = {name: i for i, name in enumerate(self._feature_names)}
+        # Columns left out at training (identifiers such as a row number, or dropped on request): a client that
+        # sends whole rows of the training table includes them, so they are accepted and ignored.
+        self._ignored = frozenset(bundle.schema.dropped)
+        # Positions of category features: unknown categories are encoded as missing, told apart afterwards.
+        self._category_columns = tuple(i for i, spec in enumerate(bundle.schema.features) if spec.dtype == CATEGORY)
+        self._category_index = np.array(self._category_columns, dtype=np.intp)
         # Schemas of plain numbers only can take the vectorised fast path of encode().
         self._all_numeric = all(spec.dtype not in (CATEGORY, BOOLEAN) for spec in bundle.schema.features)
         self._nullable = np.array([spec.nullable for spec in bundle.schema.features], dtype=bool)
@@ -175,6 +190,11 @@ class BundlePredictor:
     def feature_names(self) -> list[str]:
         """Feature names in model input order."""
         return self.bundle.schema.names
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Feature names in model input order (one shared tuple, no copy per call)."""
+        return self._feature_names
 
     @property
     def n_features(self) -> int:
@@ -254,13 +274,13 @@ class BundlePredictor:
         return self._all_numeric
 
     def _encode_named(self, row: Mapping[str, Any], r: int) -> list[float]:
-        unknown = [str(k) for k in row if k not in self._position]
+        unknown = [str(k) for k in row if k not in self._position and k not in self._ignored]
         if unknown:
             raise InvalidInputError(f"row {r} has unknown features {_names(unknown)}")
-        missing = [n for n in self.feature_names if n not in row]
+        missing = [n for n in self._feature_names if n not in row]
         if missing:
             raise InvalidInputError(f"row {r} is missing features {_names(missing)}")
-        return [self._convert(row[name], r, j) for j, name in enumerate(self.feature_names)]
+        return [self._convert(row[name], r, j) for j, name in enumerate(self._feature_names)]
 
     def encode_columns(self, columns: Mapping[str, Sequence[Any]]) -> np.ndarray:
         """Validate one value list per feature (V2 per-feature tensors) and return the float32 model matrix.
@@ -271,9 +291,10 @@ class BundlePredictor:
         """
         if not isinstance(columns, Mapping):
             raise InvalidInputError(f"columns must map feature names to values, got {type(columns).__name__}")
-        unknown = [str(k) for k in columns if k not in self._position]
+        unknown = [str(k) for k in columns if k not in self._position and k not in self._ignored]
         if unknown:
             raise InvalidInputError(f"unknown features {_names(unknown)}")
+        columns = {name: values for name, values in columns.items() if name in self._position}
         for name, values in columns.items():
             if isinstance(values, str | bytes | Mapping) or not isinstance(values, Sequence | np.ndarray):
                 raise InvalidInputError(f"feature {name!r} must be a list of values, got {type(values).__name__}")
@@ -294,6 +315,34 @@ class BundlePredictor:
             matrix[:, j] = [self._convert(v, r, j) for r, v in enumerate(columns[name])]
         return matrix.astype(np.float32)
 
+    @property
+    def category_features(self) -> tuple[int, ...]:
+        """Schema positions of the category features."""
+        return self._category_columns
+
+    def unknown_categories(self, matrix: np.ndarray, sent: SentValues) -> Sequence[tuple[int, int]]:
+        """(row, feature position) of every category value sent that the schema does not know.
+
+        Such values are encoded as missing (as in training); a missing cell whose sent value is not null/NaN is
+        one. Only the few missing category cells are looked at, so a request without gaps costs one ``isnan``.
+
+        Args:
+            matrix: the encoded matrix of the request.
+            sent: the request's values as sent, with ``value(row, feature)``.
+        """
+        if not self._category_columns:
+            return ()
+        missing = np.isnan(matrix[:, self._category_index])
+        if not missing.any():
+            return ()
+        found = []
+        for r, c in zip(*np.nonzero(missing), strict=True):
+            j = self._category_columns[c]
+            value = sent.value(int(r), j)
+            if value is not None and not _is_nan(value):
+                found.append((int(r), j))
+        return found
+
     def scores(self, matrix: np.ndarray) -> np.ndarray:
         """Positive-class probabilities for an already validated matrix from :meth:`encode`."""
         if self._native is not None:
@@ -301,7 +350,8 @@ class BundlePredictor:
         if self._booster is not None:
             return np.asarray(self._booster.inplace_predict(matrix, validate_features=False), dtype=np.float64)
         assert self.estimator is not None  # __init__ requires one of the two
-        return np.asarray(positive_scores(self.estimator, matrix), dtype=np.float64)
+        # predict_proba(...)[:, 1] is a strided view; the encoders (orjson, binary output) need contiguous data.
+        return np.ascontiguousarray(positive_scores(self.estimator, matrix), dtype=np.float64)
 
     def predict(self, rows: Sequence[Sequence[Any]] | Sequence[Mapping[str, Any]]) -> list[float]:
         """Validate ``rows`` (see :meth:`encode`) and return the positive-class probability of each."""

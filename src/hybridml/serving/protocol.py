@@ -57,6 +57,74 @@ class V2Request:
         return bool(self.parameters.get("binary_data_output", False))
 
 
+class SentRows:
+    """Request values as sent: rows, each a list in feature order or an object of named values.
+
+    Kept as a reference to the parsed body; the payload log and the unknown-category check read it only when
+    they need to (no copy on the hot path).
+    """
+
+    __slots__ = ("names", "rows")
+
+    def __init__(self, rows: Sequence[Any], names: Sequence[str]) -> None:
+        self.rows = rows
+        self.names = names
+
+    def value(self, row: int, feature: int) -> Any:
+        """The value sent for ``feature`` (schema position) in ``row``."""
+        values = self.rows[row]
+        return values[self.names[feature]] if isinstance(values, Mapping) else values[feature]
+
+    def records(self) -> list[dict[str, Any]]:
+        """One ``{feature: value as sent}`` object per row."""
+        names = self.names
+        return [dict(r) if isinstance(r, Mapping) else dict(zip(names, r, strict=True)) for r in self.rows]
+
+
+class SentColumns:
+    """Request values as sent: one list of values per feature name (V1 ``inputs`` object, V2 per-feature tensors)."""
+
+    __slots__ = ("columns", "names")
+
+    def __init__(self, columns: Mapping[str, Sequence[Any]], names: Sequence[str]) -> None:
+        self.columns = columns
+        self.names = names
+
+    def value(self, row: int, feature: int) -> Any:
+        """The value sent for ``feature`` (schema position) in ``row``."""
+        return self.columns[self.names[feature]][row]
+
+    def records(self) -> list[dict[str, Any]]:
+        """One ``{feature: value as sent}`` object per row."""
+        names = self.names
+        columns = [self.columns[n] for n in names]
+        return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+
+
+class SentFlat:
+    """Request values as sent: one [n, n_features] tensor, flat in row-major order (a list or a numpy array)."""
+
+    __slots__ = ("names", "values")
+
+    def __init__(self, values: Sequence[Any] | np.ndarray, names: Sequence[str]) -> None:
+        self.values = values
+        self.names = names
+
+    def value(self, row: int, feature: int) -> Any:
+        """The value sent for ``feature`` (schema position) in ``row``."""
+        value = self.values[row * len(self.names) + feature]
+        return value.item() if isinstance(value, np.generic) else value
+
+    def records(self) -> list[dict[str, Any]]:
+        """One ``{feature: value as sent}`` object per row."""
+        values = self.values.reshape(-1).tolist() if isinstance(self.values, np.ndarray) else self.values
+        names, width = self.names, len(self.names)
+        return [dict(zip(names, values[i : i + width], strict=True)) for i in range(0, len(values), width)]
+
+
+Sent = SentRows | SentColumns | SentFlat
+
+
 def loads(body: bytes) -> Any:
     """Parse JSON, mapping any syntax error to a 400 with KServe's wording."""
     try:
@@ -68,8 +136,8 @@ def loads(body: bytes) -> Any:
 # ----------------------------------------------------------------------------------------------------- V1
 
 
-def v1_matrix(predictor: BundlePredictor, body: bytes) -> tuple[np.ndarray, Any]:
-    """Validate a V1 body (``{"instances": rows}`` or ``{"inputs": rows|columns}``); returns (matrix, inputs)."""
+def v1_matrix(predictor: BundlePredictor, body: bytes) -> tuple[np.ndarray, Sent]:
+    """Validate a V1 body (``{"instances": rows}`` or ``{"inputs": rows|columns}``); returns (matrix, sent values)."""
     payload = loads(body)
     if not isinstance(payload, dict):
         raise InvalidInputError(f"request body must be a JSON object with 'instances', got {type(payload).__name__}")
@@ -79,12 +147,12 @@ def v1_matrix(predictor: BundlePredictor, body: bytes) -> tuple[np.ndarray, Any]
         data = payload["instances"]
         if not isinstance(data, list):
             raise InvalidInputError(f"'instances' must be a list of rows, got {type(data).__name__}")
-        return predictor.encode(data), data
+        return predictor.encode(data), SentRows(data, predictor.names)
     data = payload["inputs"]
     if isinstance(data, dict):
-        return predictor.encode_columns(data), data
+        return predictor.encode_columns(data), SentColumns(data, predictor.names)
     if isinstance(data, list):
-        return predictor.encode(data), data
+        return predictor.encode(data), SentRows(data, predictor.names)
     raise InvalidInputError(f"'inputs' must be a list of rows or an object of columns, got {type(data).__name__}")
 
 
@@ -186,6 +254,11 @@ def _decode_binary(tensor: Tensor, raw: bytes) -> Any:
 
 def v2_matrix(predictor: BundlePredictor, request: V2Request) -> np.ndarray:
     """Validate V2 inputs: one [n, n_features] numeric tensor, or one [n] tensor per feature named by feature."""
+    return v2_decode(predictor, request)[0]
+
+
+def v2_decode(predictor: BundlePredictor, request: V2Request) -> tuple[np.ndarray, Sent]:
+    """Like :func:`v2_matrix`, and the values as sent, mapped back to feature names."""
     for wanted in request.outputs:
         if wanted["name"] != OUTPUT_NAME:
             raise InvalidInputError(f"unknown output {wanted['name']!r}; this model returns {OUTPUT_NAME!r}")
@@ -214,10 +287,10 @@ def v2_matrix(predictor: BundlePredictor, request: V2Request) -> np.ndarray:
             )
         predictor.check_batch_size(size)
         columns[tensor.name] = _tensor_values(tensor, size)
-    return predictor.encode_columns(columns)
+    return predictor.encode_columns(columns), SentColumns(columns, predictor.names)
 
 
-def _single_matrix(predictor: BundlePredictor, tensor: Tensor) -> np.ndarray:
+def _single_matrix(predictor: BundlePredictor, tensor: Tensor) -> tuple[np.ndarray, Sent]:
     n, width = tensor.shape
     if width != predictor.n_features:
         raise InvalidInputError(
@@ -241,13 +314,13 @@ def _single_matrix(predictor: BundlePredictor, tensor: Tensor) -> np.ndarray:
         if data.dtype.kind == "f":
             matrix = predictor.plain_matrix(data, (n, width))
             if matrix is not None:
-                return matrix
+                return matrix, SentFlat(data, predictor.names)
     elif isinstance(data, list) and len(data) == n * width and not {type(v) for v in data} - _PLAIN_NUMBERS:
         matrix = predictor.plain_matrix(data, (n, width))
         if matrix is not None:
-            return matrix
+            return matrix, SentFlat(data, predictor.names)
     values = _tensor_values(tensor, n * width)
-    return predictor.encode([values[i * width : (i + 1) * width] for i in range(n)])
+    return predictor.encode([values[i * width : (i + 1) * width] for i in range(n)]), SentFlat(values, predictor.names)
 
 
 def _tensor_values(tensor: Tensor, expected: int) -> list[Any]:

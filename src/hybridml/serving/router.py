@@ -35,8 +35,10 @@ from hybridml.serving.app import (
     error_response,
     json_response,
     read_body,
+    refusal,
     send_response,
 )
+from hybridml.serving.auth import ControlAuth
 from hybridml.serving.ipc import read_frame, write_frame
 from hybridml.serving.metrics import LATENCY_BUCKETS
 from hybridml.serving.payload_log import JsonLinesLog, check_request_id, feedback_records
@@ -48,6 +50,8 @@ STICKY_HEADER = "x-hybridml-key"
 MAX_SHADOW_IN_FLIGHT = 64
 _BUCKETS = 10_000
 _FORWARDED = ("content-type", HEADER_REQUEST_ID, "inference-header-content-length")
+STOP_GRACE_S = 5.0  # how long a retired worker may take to finish its requests, and then to exit
+_POLL_S = 0.005
 
 
 @dataclass
@@ -60,6 +64,10 @@ class Worker:
     process: subprocess.Popen[bytes] | None = None
     alive: bool = True
     idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = field(default_factory=list)
+    # Connections opened and not dropped: those not idle carry a request, so a retiring worker is drained when
+    # ``connections == len(idle)``; counting opens instead of requests keeps the hot path free of bookkeeping.
+    connections: int = 0
+    retired: bool = False
 
     @property
     def pid(self) -> int | None:
@@ -100,8 +108,10 @@ class RouterApp:
     at random, or by hashing the ``X-Hybridml-Key`` header when a client sends one (sticky A/B assignment).
     A shadow gets a copy of every inference request; its answers and errors never reach the caller. If the
     canary's worker dies, its in-flight requests are retried on stable, the split falls back to 100 %
-    stable and the event is logged. ``/admin/traffic``, ``/admin/promote`` and ``/admin/rollback`` change
-    the split without a restart.
+    stable and the event is logged. The control listener (:mod:`hybridml.serving.control`) changes the split
+    without a restart through :meth:`set_canary_percent`, :meth:`promote` and :meth:`rollback`; ``/admin/*``
+    is not served on the inference port. Each request frame tells its worker the role it serves it in, so a
+    promoted worker's payload records and metrics say ``stable`` from its first request as stable.
 
     Args:
         name: model name in the URLs.
@@ -112,6 +122,7 @@ class RouterApp:
         classes: the model's two class names (feedback labels may use them).
         max_body_bytes: body size limit (413 above).
         seed: seed of the random split (None: unseeded).
+        control_auth: who may post ``/feedback`` on the inference port (default: loopback callers only).
     """
 
     def __init__(
@@ -125,6 +136,7 @@ class RouterApp:
         classes: tuple[str, str] | None = None,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         seed: int | None = None,
+        control_auth: ControlAuth | None = None,
     ) -> None:
         if STABLE not in workers:
             raise InvalidInputError("the router needs a stable worker")
@@ -137,6 +149,8 @@ class RouterApp:
         self.feedback_log = feedback_log
         self.classes = classes
         self.max_body_bytes = max_body_bytes
+        self.control_auth = control_auth if control_auth is not None else ControlAuth()
+        self._retiring: set[asyncio.Task[None]] = set()
         self._random = random.Random(seed)  # noqa: S311 - traffic splitting, not security
         self._shadow_tasks: set[asyncio.Task[None]] = set()
         self._monitor: asyncio.Task[None] | None = None
@@ -177,15 +191,19 @@ class RouterApp:
                 elif message["type"] == "lifespan.shutdown":
                     if self._monitor is not None:
                         self._monitor.cancel()
-                    # Stop the workers here: uvicorn re-raises SIGTERM once it returns, which ends this
-                    # process before any cleanup after Server.run and would leave the workers orphaned.
-                    for worker in list(self.workers.values()):
-                        stop_worker(worker)
+                    # Stop the workers here, together: whatever runs the app may end the process right after.
+                    stops = [stop_worker_async(w, grace_s=1.0) for w in self.workers.values()]
+                    await asyncio.gather(*stops, *self._retiring)
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         if scope["type"] != "http":
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if scope["path"] == "/feedback":
+            denied = refusal(self.control_auth, scope, headers)
+            if denied is not None:
+                await send_response(send, denied)
+                return
         body = await read_body(scope, receive, headers, self.max_body_bytes)
         if isinstance(body, Response):
             response = body
@@ -200,23 +218,25 @@ class RouterApp:
         await send_response(send, response)
 
     async def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Response:
-        """Route one request: inference is split (and shadowed), admin/metrics/feedback are answered here."""
+        """Route one request: inference is split (and shadowed), metrics and feedback are answered here."""
         if path.startswith("/admin/"):
-            return self._admin(method, path, body)
+            # Control lives on its own listener; here it does not exist (and is never forwarded to a worker).
+            return error_response(404, f"no route {path[:200]}")
         if path == "/metrics" and method == "GET":
             return await self._metrics()
         if path == "/feedback" and method == "POST":
             return self._feedback(body)
         inference = method == "POST" and (path.endswith(":predict") or path.endswith("/infer"))
         if not inference:
-            return (await self._forward(STABLE, method, path, headers, body))[1]
+            return (await self._forward(STABLE, method, path, headers, body))[2]
         start = time.perf_counter()
         raw_id = headers.get(HEADER_REQUEST_ID)
         headers[HEADER_REQUEST_ID] = check_request_id(raw_id) if raw_id is not None else uuid.uuid4().hex
         variant = self._choose(headers.get(STICKY_HEADER))
-        served, response = await self._forward(variant, method, path, headers, body)
-        worker = self.workers[served]
-        # The router's decision is the truth: a promoted worker keeps the label it was started with. Only
+        # The worker comes back with the answer: a promote or rollback while the request was on its way may
+        # have changed the routing table since.
+        served, worker, response = await self._forward(variant, method, path, headers, body)
+        # The router's decision is the truth (the worker served it in the role the frame gave it). Only
         # labels the worker set are rewritten, so errors look the same as from a server without a router.
         labels = {HEADER_VARIANT: served, HEADER_VERSION: worker.version, HEADER_MODEL: self.name}
         response.headers = [(k, labels.get(k, v)) for k, v in response.headers]
@@ -238,32 +258,51 @@ class RouterApp:
 
     async def _forward(
         self, variant: str, method: str, path: str, headers: dict[str, str], body: bytes
-    ) -> tuple[str, Response]:
-        """(variant that answered, its response); a dead canary's request is answered by stable."""
+    ) -> tuple[str, Worker, Response]:
+        """(variant that answered, its worker, the response); a dead canary's request is answered by stable."""
         worker = self.workers[variant]
         try:
-            return variant, await self._exchange(worker, method, path, headers, body)
+            return variant, worker, await self._exchange(worker, method, path, headers, body, variant)
         except WorkerDiedError:
             self._died(worker)
+            if worker.retired and variant in self.workers and self.workers[variant] is not worker:
+                # Promoted away while this request was on its way: the variant's new worker answers it.
+                return await self._forward(variant, method, path, headers, body)
             if variant == STABLE:
-                return variant, error_response(503, f"the stable worker of {self.name} is not running")
+                return variant, worker, error_response(503, f"the stable worker of {self.name} is not running")
             # Scoring is idempotent, so a request the canary dropped is safely answered by stable.
             return await self._forward(STABLE, method, path, headers, body)
 
-    async def _exchange(self, worker: Worker, method: str, path: str, headers: dict[str, str], body: bytes) -> Response:
+    async def _exchange(
+        self, worker: Worker, method: str, path: str, headers: dict[str, str], body: bytes, role: str | None = None
+    ) -> Response:
+        """Send one request to ``worker`` in the role ``role`` (default: its current variant) and read the answer."""
         if not worker.alive:
             raise WorkerDiedError(worker.variant)
+        connection = None
+        answered = False
         try:
             if worker.idle:
-                reader, writer = worker.idle.pop()
+                connection = worker.idle.pop()
             else:
-                reader, writer = await asyncio.open_unix_connection(str(worker.socket_path))
+                connection = await asyncio.open_unix_connection(str(worker.socket_path))
+                worker.connections += 1
+            reader, writer = connection
             forwarded = {k: v for k, v in headers.items() if k in _FORWARDED}
-            await write_frame(writer, orjson.dumps([method, path, forwarded]), body)
+            # The role the router chose travels with each request: after a promote the worker's very next record
+            # says stable, and a request routed just before says canary even if it arrives just after.
+            await write_frame(writer, orjson.dumps([method, path, forwarded, role or worker.variant]), body)
             meta, answer = await read_frame(reader, 1 << 30)
+            answered = True
         except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
             raise WorkerDiedError(worker.variant) from exc
-        worker.idle.append((reader, writer))
+        finally:
+            if connection is not None:
+                if answered:
+                    worker.idle.append(connection)
+                else:  # broken or cancelled half-way: drop it, so a drain does not wait for it
+                    worker.connections -= 1
+                    connection[1].close()
         status, content_type, extra = orjson.loads(meta)
         return Response(status, answer, [tuple(h) for h in extra], content_type.encode())
 
@@ -288,7 +327,7 @@ class RouterApp:
             self.shadow_outcomes.labels(self.name, "error").inc()
 
     def _died(self, worker: Worker) -> None:
-        if not worker.alive:
+        if not worker.alive or worker.retired:
             return
         worker.alive = False
         for _, writer in worker.idle:
@@ -327,27 +366,6 @@ class RouterApp:
             },
         }
 
-    def _admin(self, method: str, path: str, body: bytes) -> Response:
-        if path == "/admin/traffic" and method == "GET":
-            return json_response(self.state())
-        if method != "POST":
-            return error_response(405, f"method {method} is not allowed on {path[:100]}")
-        if path == "/admin/traffic":
-            try:
-                payload = orjson.loads(body)
-            except orjson.JSONDecodeError as exc:
-                raise InvalidInputError(f"body must be JSON: {exc}") from None
-            if not isinstance(payload, dict) or set(payload) != {"canary_percent"}:
-                raise InvalidInputError('body must be {"canary_percent": N}')
-            self.set_canary_percent(payload["canary_percent"])
-        elif path == "/admin/promote":
-            self.promote()
-        elif path == "/admin/rollback":
-            self.rollback()
-        else:
-            raise NotFoundError(f"no admin route {path[:100]}")
-        return json_response(self.state())
-
     def set_canary_percent(self, percent: int) -> None:
         """Change the canary share (0-100) of new requests."""
         percent = check_percent(percent)
@@ -359,12 +377,17 @@ class RouterApp:
         self.events.labels(self.name, CANARY, "split").inc()
         log.info("canary share of %s set to %d%%", self.name, percent)
 
-    def promote(self) -> None:
-        """Make the canary the stable variant (100 %) and stop the old stable worker."""
+    async def promote(self) -> None:
+        """Make the canary the stable variant (100 %), then retire the old stable worker.
+
+        The switch is immediate (new requests go to the new stable); the old worker finishes the requests it
+        has, then is terminated, all awaited without blocking the event loop that serves predictions.
+        """
         canary = self.workers.get(CANARY)
         if canary is None or not canary.alive:
             raise ConflictError("there is no live canary to promote")
         old = self.workers[STABLE]
+        old.retired = True
         canary.variant = STABLE
         self.workers[STABLE] = canary
         del self.workers[CANARY]
@@ -372,18 +395,26 @@ class RouterApp:
         self.split.labels(self.name).set(0)
         self.events.labels(self.name, STABLE, "promote").inc()
         log.info("promoted %s version %s to stable; stopping version %s", self.name, canary.version, old.version)
-        stop_worker(old)
+        await self._retire(old)
 
-    def rollback(self) -> None:
-        """Drop the canary: all traffic to stable, the canary worker stopped."""
+    async def rollback(self) -> None:
+        """Drop the canary: all traffic to stable at once, then the canary worker is drained and stopped."""
         canary = self.workers.pop(CANARY, None)
         if canary is None:
             raise ConflictError("there is no canary to roll back")
+        canary.retired = True
         self.canary_percent = 0
         self.split.labels(self.name).set(0)
         self.events.labels(self.name, CANARY, "rollback").inc()
         log.info("rolled back canary version %s of %s", canary.version, self.name)
-        stop_worker(canary)
+        await self._retire(canary)
+
+    async def _retire(self, worker: Worker) -> None:
+        # A task of its own, so a control caller that hangs up cannot cancel the stop half-way.
+        task = asyncio.create_task(stop_worker_async(worker, drain=True))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+        await asyncio.shield(task)
 
     async def _metrics(self) -> Response:
         texts = []
@@ -397,9 +428,15 @@ class RouterApp:
         body = generate_latest(self.registry) + generate_latest(merged)
         return Response(200, body, content_type=b"text/plain; version=0.0.4")
 
-    def _feedback(self, body: bytes) -> Response:
+    def feedback(self, body: bytes) -> int:
+        """Append the labels of a ``/feedback`` body to the feedback log; returns how many.
+
+        Raises:
+            NotFoundError: this server has no feedback log.
+            InvalidInputError: a malformed body or label.
+        """
         if self.feedback_log is None:
-            raise NotFoundError("feedback is not enabled on this server (start it with a payload log)")
+            raise NotFoundError("feedback is not enabled on this server (start it with a feedback log)")
         try:
             payload = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -407,11 +444,45 @@ class RouterApp:
         records = feedback_records(payload, self.classes)
         for record in records:
             self.feedback_log.write({**record, "model": self.name})
-        return json_response({"accepted": len(records)})
+        return len(records)
+
+    def _feedback(self, body: bytes) -> Response:
+        return json_response({"accepted": self.feedback(body)})
 
 
-def stop_worker(worker: Worker, grace_s: float = 5.0) -> None:
-    """Terminate a worker process (SIGTERM, then SIGKILL after ``grace_s``)."""
+async def stop_worker_async(worker: Worker, *, grace_s: float = STOP_GRACE_S, drain: bool = False) -> None:
+    """Stop a worker without blocking the event loop: optionally let it finish its requests, then terminate it.
+
+    Args:
+        worker: the worker, already out of the routing table.
+        grace_s: longest wait for the requests in flight (with ``drain``), and then for the exit after SIGTERM
+            before SIGKILL.
+        drain: wait until every connection to the worker is idle again (no request in flight) first.
+    """
+    loop = asyncio.get_running_loop()
+    if drain:
+        deadline = loop.time() + grace_s
+        while worker.alive and worker.connections > len(worker.idle) and loop.time() < deadline:
+            await asyncio.sleep(_POLL_S)
+    worker.alive = False
+    for _, writer in worker.idle:
+        writer.close()
+    worker.idle.clear()
+    process = worker.process
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    deadline = loop.time() + grace_s
+    while process.poll() is None:
+        if loop.time() > deadline:
+            log.warning("worker %s (pid %s) ignored SIGTERM for %gs; killing it", worker.variant, worker.pid, grace_s)
+            process.kill()
+            deadline = loop.time() + grace_s
+        await asyncio.sleep(_POLL_S)
+
+
+def stop_worker(worker: Worker, grace_s: float = STOP_GRACE_S) -> None:
+    """Terminate a worker process (SIGTERM, then SIGKILL after ``grace_s``), blocking: only outside the loop."""
     worker.alive = False
     for _, writer in worker.idle:
         writer.close()

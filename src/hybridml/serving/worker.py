@@ -21,8 +21,8 @@ async def _connection(app: InferenceApp, reader: asyncio.StreamReader, writer: a
     try:
         while True:
             meta, body = await read_frame(reader, app.max_body_bytes)
-            method, path, headers = orjson.loads(meta)
-            response = await app.handle(method, path, headers, body)
+            method, path, headers, variant = orjson.loads(meta)
+            response = await app.handle(method, path, headers, body, variant)
             head = orjson.dumps([response.status, response.content_type.decode(), response.headers])
             await write_frame(writer, head, response.body)
     except (asyncio.IncompleteReadError, ConnectionError, ValueError):

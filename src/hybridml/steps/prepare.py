@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from hybridml.core import approval, data
+from hybridml.core.naming import check_model_name
 from hybridml.core.schema import FeatureSchema
 from hybridml.errors import InvalidInputError, NotFoundError
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -21,6 +25,12 @@ class Prepared:
     data_hash: str
     n_rows: int
     n_features: int
+    dropped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def dropped_json(self) -> str:
+        """``dropped`` as a JSON object (a pipeline output)."""
+        return json.dumps(self.dropped)
 
 
 def read_input(data_uri: str, target: str) -> tuple[pd.DataFrame, str]:
@@ -44,7 +54,7 @@ def check_against_registered(schema: FeatureSchema, model_name: str, tracking_ur
     """Refuse data whose columns differ from the latest registered version of ``model_name``."""
     if not model_name or not tracking_uri:
         return
-    from hybridml.adapters.registry import Registry
+    from hybridml.registry import Registry
 
     registry = Registry(tracking_uri, user="pipeline")
     try:
@@ -78,19 +88,38 @@ def preprocess(
     valid_path: str,
     test_path: str,
     schema_path: str,
+    drop_columns: str = "",
+    keep_columns: str = "",
+    positive_class: str = "",
 ) -> Prepared:
-    """Validate parameters and data, then write the three splits (Parquet) and the schema (JSON)."""
+    """Validate parameters and data, then write the three splits (Parquet) and the schema (JSON).
+
+    Identifier-like columns and ``drop_columns`` are left out of the splits and named in the schema's
+    ``dropped``; ``keep_columns`` stay features. Both are a JSON list or a comma list of column names.
+    ``positive_class`` is the label scored as 1 (``""``: the second class in sorted order).
+    """
+    # A cluster run has no CLI to check these first: refuse before reading any data.
+    if model_name:
+        check_model_name(model_name)
     approval.check_threshold("threshold", threshold)
+    drop = data.parse_columns(drop_columns, "drop_columns")
+    keep = data.parse_columns(keep_columns, "keep_columns")
     frame, target = read_input(data_uri, target)
-    schema = data.infer_schema(frame, target)
+    schema = data.infer_schema(frame, target, drop=drop, keep=keep, positive_class=positive_class or None)
+    detected = {c: r for c, r in schema.dropped.items() if r != data.DROPPED_ON_REQUEST}
+    if detected:
+        _log.warning("not used as features (identifier-like): %s", "; ".join(f"{c}: {r}" for c, r in detected.items()))
     check_against_registered(schema, model_name, tracking_uri)
+    frame = frame.drop(columns=list(schema.dropped))
     parts = data.split(frame, schema, seed=seed, test_size=test_size, valid_size=test_size)
     for part, path in ((parts.train, train_path), (parts.valid, valid_path), (parts.test, test_path)):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         part.to_parquet(path, index=False)
     Path(schema_path).parent.mkdir(parents=True, exist_ok=True)
     Path(schema_path).write_text(json.dumps(schema.to_dict(), indent=2))
-    return Prepared(data_hash=schema.data_hash, n_rows=schema.n_rows, n_features=len(schema.features))
+    return Prepared(
+        data_hash=schema.data_hash, n_rows=schema.n_rows, n_features=len(schema.features), dropped=schema.dropped
+    )
 
 
 def load_split(path: str, schema_path: str) -> tuple[pd.DataFrame, FeatureSchema]:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import tempfile
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hybridml.config import Settings
@@ -14,9 +12,7 @@ from hybridml.errors import ConflictError, InvalidInputError
 from hybridml.steps.runtime import code_version
 
 if TYPE_CHECKING:
-    from hybridml.deploy.base import DeployTarget
-
-DEPLOY_TARGETS = ("local", "kserve", "sagemaker")
+    from hybridml.deploy import DeployTarget, Fetch
 
 
 @dataclass(frozen=True)
@@ -29,7 +25,7 @@ class Registered:
 
 
 def _registry(tracking_uri: str, user: str = "pipeline") -> Any:
-    from hybridml.adapters.registry import Registry
+    from hybridml.registry import Registry
 
     return Registry(tracking_uri, user=user)
 
@@ -68,63 +64,95 @@ def register(
 def approve(
     *, model_name: str, version: int, threshold: float, tolerance: float, auto_approve: bool, tracking_uri: str
 ) -> str:
-    """Apply the approval policy (or leave the version pending when auto-approval is off)."""
+    """Apply the approval policy (or leave the version pending when auto-approval is off); returns the status.
+
+    The policy decides on the state read under the model's lock, so a champion approved meanwhile by another
+    run is the one compared against, and a status a person set meanwhile stands (only pending versions are
+    decided).
+    """
     registry = _registry(tracking_uri, user="policy")
-    info = registry.get_version(model_name, version)
     if not auto_approve:
-        return str(info.status)
-    champion = registry.champion(model_name)
-    champion_roc = champion.roc_auc if champion is not None and champion.version != info.version else None
-    decision = approval.decide(float(info.roc_auc), threshold, champion_roc, tolerance)
-    if decision.status == info.status:
-        return decision.status
-    return str(registry.set_status(model_name, version, decision.status, reason=decision.reason).status)
+        return str(registry.get_version(model_name, version).status)
+    approval.check_threshold("threshold", threshold)
+    approval.check_threshold("tolerance", tolerance)
+    from hybridml.registry import VersionInfo
+
+    def policy(current: VersionInfo, champion: VersionInfo | None) -> approval.Decision | None:
+        champion_roc = champion.roc_auc if champion is not None and champion.version != current.version else None
+        return approval.auto_decision(current.status, current.roc_auc, threshold, champion_roc, tolerance)
+
+    return str(registry.transition(model_name, version, policy).status)
 
 
-def deploy_target(target: str, home: str) -> DeployTarget:
-    """The deploy target named ``target`` (only ``local`` is built so far)."""
-    if target == "local":
-        from hybridml.deploy.local import LocalTarget
+def deploy_target(target: str, home: str, deploy_config: str = "", fetch: Fetch | None = None) -> DeployTarget:
+    """The deploy target named ``target`` (empty: the config's ``target``, else ``local``), through the factory.
 
-        return LocalTarget(Settings.from_env(home=home or None).deployments_dir)
-    if target in DEPLOY_TARGETS:
-        raise InvalidInputError(f"deploy target {target!r} is not implemented yet (use 'local')")
-    raise InvalidInputError(f"unknown deploy target {target!r} (choose from {', '.join(DEPLOY_TARGETS)})")
+    Args:
+        target: ``local``, ``kserve`` or ``sagemaker`` (the pipeline parameter ``deploy_target``).
+        home: hybridml home (the local target keeps its state under it); empty: from the environment.
+        deploy_config: the target's options as a JSON or YAML object (the pipeline parameter ``deploy_config``).
+        fetch: how the target reads model URIs (default: paths, ``file://`` and ``s3://``).
+    """
+    from hybridml.deploy import config_from, fetch_artifact, make_target, parse_config
+
+    settings = Settings.from_env(home=home or None)
+    config = config_from(target or None, parse_config(deploy_config, "deploy_config"), settings)
+    return make_target(config, fetch=fetch or fetch_artifact)
 
 
-def deploy(*, model_name: str, version: int, target: str, traffic_percent: int, home: str, tracking_uri: str) -> str:
-    """Deploy an Approved version and record where it runs; returns the endpoint URL."""
+def deploy(
+    *,
+    model_name: str,
+    version: int,
+    target: str,
+    traffic_percent: int,
+    home: str,
+    tracking_uri: str,
+    deploy_config: str = "",
+) -> str:
+    """Deploy an Approved version by reference and record where it runs; returns the endpoint URL.
+
+    The target fetches the model itself from the version's artifact URI (through MLflow where the URI is an
+    MLflow one); only the manifest and reference profile are read here, to build the reference.
+    """
+    from hybridml.deploy import mlflow_fetch, model_ref
+
     registry = _registry(tracking_uri, user="deployer")
     info = registry.get_version(model_name, version)
     if info.status != approval.APPROVED:
         # The graph only reaches deploy for Approved versions; this guards manual and retried calls too.
         raise ConflictError(f"{model_name} version {version} is {info.status}, only Approved versions are deployed")
-    with tempfile.TemporaryDirectory(prefix="hybridml-deploy-") as scratch:
-        # The target keeps its own copy of the model; the download is only a staging area.
-        bundle = registry.download(model_name, version, Path(scratch))
-        deployment = deploy_target(target, home).deploy(
-            model_name, version, bundle.path, traffic_percent=traffic_percent
-        )
+    fetch = mlflow_fetch(tracking_uri)
+    ref = model_ref(info.name, info.version, info.source or f"models:/{info.name}/{info.version}", fetch)
+    deployment = deploy_target(target, home, deploy_config, fetch=fetch).deploy(ref, traffic_percent=traffic_percent)
     registry.set_version_tag(
-        model_name, version, "deployment", json.dumps({"target": target, "endpoint": deployment.endpoint})
+        model_name, version, "deployment", json.dumps({"target": deployment.target, "endpoint": deployment.endpoint})
     )
     return deployment.endpoint
 
 
-def wait_ready(*, model_name: str, target: str, timeout_s: float, home: str) -> str:
+def wait_ready(*, model_name: str, target: str, timeout_s: float, home: str, deploy_config: str = "") -> str:
     """Block until the deployment answers ready or the time budget is spent; returns its endpoint."""
-    return deploy_target(target, home).wait_until_ready(model_name, timeout_s=timeout_s).endpoint
+    return deploy_target(target, home, deploy_config).wait_until_ready(model_name, timeout_s=timeout_s).endpoint
 
 
-def infer(*, endpoint: str, model_name: str, test_path: str, schema_path: str, n_rows: int) -> list[float]:
-    """Send held-out rows (without the label) to the endpoint over the V2 protocol; returns the scores."""
-    from hybridml.serving import client
+def infer(
+    *,
+    model_name: str,
+    test_path: str,
+    schema_path: str,
+    n_rows: int,
+    target: str = "local",
+    home: str = "",
+    deploy_config: str = "",
+) -> list[float]:
+    """Score held-out rows (the model's features only) through the deployment's target; returns the scores."""
     from hybridml.steps.prepare import load_split
 
     frame, schema = load_split(test_path, schema_path)
-    rows = frame.drop(columns=[schema.target]).head(max(1, n_rows))
+    rows = frame[schema.names].head(max(1, n_rows))
     records = json.loads(rows.to_json(orient="records"))
-    return [float(p) for p in client.predict(endpoint, model_name, records, protocol="v2")]
+    return deploy_target(target, home, deploy_config).invoke(model_name, records, protocol="v2")
 
 
 @dataclass(frozen=True)
@@ -139,6 +167,8 @@ class Summary:
     endpoint: str | None
     prediction: float | None
     next_step: str | None
+    # Input columns not used as features and why (identifier-like, or dropped on request).
+    dropped: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """One JSON object."""
@@ -146,10 +176,19 @@ class Summary:
 
 
 def summarize(
-    *, roc_auc: float, branch: str, model_name: str, version: int, status: str, endpoint: str, predictions_json: str
+    *,
+    roc_auc: float,
+    branch: str,
+    model_name: str,
+    version: int,
+    status: str,
+    endpoint: str,
+    predictions_json: str,
+    dropped_json: str = "",
 ) -> Summary:
     """Build the summary; a version left pending ends with the command that approves it."""
     predictions = json.loads(predictions_json) if predictions_json else []
+    dropped = json.loads(dropped_json) if dropped_json else {}
     next_step = None
     if status != approval.APPROVED:
         next_step = f"hybridml models approve {model_name} {version} --reason '...'"
@@ -162,4 +201,5 @@ def summarize(
         endpoint=endpoint or None,
         prediction=float(predictions[0]) if predictions else None,
         next_step=next_step,
+        dropped=dropped,
     )

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from hybridml.core import data, evaluate, hpo, model
+from hybridml.core import data, evaluate, hpo, model, profile
 from hybridml.core.evaluate import RocResult
 from hybridml.errors import InvalidInputError
 from hybridml.steps import plots
@@ -46,6 +46,7 @@ def _tracker(tracking_uri: str, experiment: str) -> Any:
 def train(
     *,
     train_path: str,
+    test_path: str,
     schema_path: str,
     model_type: str,
     params_json: str,
@@ -56,8 +57,12 @@ def train(
     run_name: str,
     model_dir: str,
 ) -> Trained:
-    """Fit on the train split, save the bundle to ``model_dir`` and log it as an MLflow model."""
-    from hybridml.adapters.registry import Registry
+    """Fit on the train split, save the bundle to ``model_dir`` and log it as an MLflow model.
+
+    The bundle carries the reference profile: the training split's feature distributions and the distribution
+    of this model's scores on the test split. It is complete before it is logged and never changes after.
+    """
+    from hybridml.registry import Registry
 
     model.check_model_type(model_type)
     params = parse_params(params_json)
@@ -65,7 +70,10 @@ def train(
     estimator = model.fit(
         model_type, params, data.encode_features(frame, schema), data.encode_labels(frame, schema), seed=seed
     )
-    bundle = model.save_bundle(estimator, model_type, params, schema, model_dir)
+    test_frame = pd.read_parquet(test_path)
+    test_scores = model.positive_scores(estimator, data.encode_features(test_frame, schema))
+    reference = profile.build_profile(frame, schema, test_scores)
+    bundle = model.save_bundle(estimator, model_type, params, schema, model_dir, profile=reference)
 
     tracker = _tracker(tracking_uri, experiment)
     parent = tracker.pipeline_run(pipeline_run_id, {"hybridml.code_version": code_version()})
@@ -79,38 +87,40 @@ def train(
         },
         parent_run_id=parent,
     )
-    tracker.log(
-        run_id,
-        params={
-            "model_type": model_type,
-            "seed": seed,
-            "train_rows": len(frame),
-            "features": len(schema.features),
-            **{f"param.{k}": v for k, v in params.items()},
-        },
-    )
-    model_uri = Registry(tracking_uri, user="pipeline").log_bundle(run_id, bundle)
+    with tracker.guard(run_id):  # a failure from here on leaves the run (and its pipeline run) FAILED
+        tracker.log(
+            run_id,
+            params={
+                "model_type": model_type,
+                "seed": seed,
+                "train_rows": len(frame),
+                "features": len(schema.features),
+                **{f"param.{k}": v for k, v in params.items()},
+            },
+        )
+        model_uri = Registry(tracking_uri, user="pipeline").log_bundle(run_id, bundle)
     return Trained(run_id=run_id, model_uri=model_uri)
 
 
 def evaluate_model(*, model_dir: str, test_path: str, run_id: str, tracking_uri: str, experiment: str) -> RocResult:
-    """ROC AUC of the saved model on the test split; the curve is logged to the MLflow run."""
-    bundle = model.read_bundle(model_dir)
-    frame = pd.read_parquet(test_path)
-    scores = model.positive_scores(model.load_estimator(bundle), data.encode_features(frame, bundle.schema))
-    result = evaluate.roc(data.encode_labels(frame, bundle.schema), scores)
+    """ROC AUC of the saved model on the test split; the curve is logged to the MLflow run (ended here)."""
     tracker = _tracker(tracking_uri, experiment)
-    tracker.log(run_id, metrics={"roc_auc": result.roc_auc, "test_rows": len(frame)})
-    fig = plots.roc_figure(result, f"ROC on {len(frame)} test rows")
-    try:
-        tracker.log_figure(run_id, fig, "plots/roc_curve.png")
-    finally:
-        plots.close(fig)
-    tracker.log_text(
-        run_id,
-        json.dumps({"fpr": result.fpr, "tpr": result.tpr, "thresholds": result.thresholds}),
-        "metrics/roc_curve.json",
-    )
+    with tracker.guard(run_id):  # the train step started the run: any failure here leaves it FAILED
+        bundle = model.read_bundle(model_dir)
+        frame = pd.read_parquet(test_path)
+        scores = model.positive_scores(model.load_estimator(bundle), data.encode_features(frame, bundle.schema))
+        result = evaluate.roc(data.encode_labels(frame, bundle.schema), scores)
+        tracker.log(run_id, metrics={"roc_auc": result.roc_auc, "test_rows": len(frame)})
+        fig = plots.roc_figure(result, f"ROC on {len(frame)} test rows")
+        try:
+            tracker.log_figure(run_id, fig, "plots/roc_curve.png")
+        finally:
+            plots.close(fig)
+        tracker.log_text(
+            run_id,
+            json.dumps({"fpr": result.fpr, "tpr": result.tpr, "thresholds": result.thresholds}),
+            "metrics/roc_curve.json",
+        )
     tracker.end_run(run_id)
     return result
 
@@ -168,47 +178,52 @@ def search(
     run_id = tracker.start_run(
         "hpo", {"hybridml.pipeline_run_id": pipeline_run_id, "hybridml.role": "hpo"}, parent_run_id=parent
     )
-    tracker.log(
-        run_id,
-        params={
-            "model_type": model_type,
-            "n_trials": n_trials,
-            "timeout_s": timeout_s,
-            "storage": storage or "memory",
-            "sampler": "TPE",
-            "pruner": "median",
-        },
-    )
-    # MLflowCallback uses MLflow's fluent API: point it at this run so trials nest under it.
-    mlflow.set_tracking_uri(tracking_uri)
-    callback = MLflowCallback(
-        tracking_uri=tracking_uri,
-        metric_name="valid_roc_auc",
-        create_experiment=False,
-        mlflow_kwargs={"nested": True, "experiment_id": tracker.experiment_id},
-    )
-    with mlflow.start_run(run_id=run_id):
-        study = hpo.optimize(
-            objective,
-            n_trials=n_trials,
-            timeout_s=timeout_s,
-            storage=storage,
-            study_name=f"{experiment}-{pipeline_run_id}",
-            seed=seed,
-            callbacks=[callback],
+    with tracker.guard(run_id):  # a failed search leaves the hpo run (and its pipeline run) FAILED
+        tracker.log(
+            run_id,
+            params={
+                "model_type": model_type,
+                "n_trials": n_trials,
+                "timeout_s": timeout_s,
+                "storage": storage or "memory",
+                "sampler": "TPE",
+                "pruner": "median",
+            },
         )
-    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
-    tracker.log(
-        run_id,
-        params={f"best.{k}": v for k, v in study.best_params.items()},
-        metrics={"best_valid_roc_auc": study.best_value, "trials_complete": len(done), "trials_pruned": len(pruned)},
-    )
-    fig = plots.hpo_history_figure([float(t.value) for t in done if t.value is not None], "HPO history")
-    try:
-        tracker.log_figure(run_id, fig, "plots/hpo_history.png")
-    finally:
-        plots.close(fig)
+        # MLflowCallback uses MLflow's fluent API: point it at this run so trials nest under it.
+        mlflow.set_tracking_uri(tracking_uri)
+        callback = MLflowCallback(
+            tracking_uri=tracking_uri,
+            metric_name="valid_roc_auc",
+            create_experiment=False,
+            mlflow_kwargs={"nested": True, "experiment_id": tracker.experiment_id},
+        )
+        with mlflow.start_run(run_id=run_id):
+            study = hpo.optimize(
+                objective,
+                n_trials=n_trials,
+                timeout_s=timeout_s,
+                storage=storage,
+                study_name=f"{experiment}-{pipeline_run_id}",
+                seed=seed,
+                callbacks=[callback],
+            )
+        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+        tracker.log(
+            run_id,
+            params={f"best.{k}": v for k, v in study.best_params.items()},
+            metrics={
+                "best_valid_roc_auc": study.best_value,
+                "trials_complete": len(done),
+                "trials_pruned": len(pruned),
+            },
+        )
+        fig = plots.hpo_history_figure([float(t.value) for t in done if t.value is not None], "HPO history")
+        try:
+            tracker.log_figure(run_id, fig, "plots/hpo_history.png")
+        finally:
+            plots.close(fig)
     tracker.end_run(run_id)
     return SearchResult(
         best_params_json=json.dumps(study.best_params, sort_keys=True),

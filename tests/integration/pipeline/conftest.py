@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 HYBRIDML = Path(sys.executable).with_name("hybridml")
+DAEMON_ENV = {"HYBRIDML_DAEMON": "1", "HYBRIDML_DAEMON_IDLE_S": "120"}
 
 
 @dataclass
@@ -23,6 +24,8 @@ class Cli:
 
     def __call__(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HYBRIDML_"))}
+        # As a user's shell would: commands go to this home's background process (stopped at teardown).
+        env.update(DAEMON_ENV)
         return subprocess.run(
             [str(HYBRIDML), "--home", str(self.home), *args],
             capture_output=True,
@@ -44,6 +47,7 @@ def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
     yield runner
     for deployment in json.loads(runner("endpoints", "list", "--json").stdout or "[]"):
         runner("endpoints", "delete", deployment["name"])
+    runner("daemon", "stop")
 
 
 @pytest.fixture(scope="package")

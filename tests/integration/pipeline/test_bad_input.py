@@ -50,6 +50,10 @@ CASES: dict[str, tuple[Make, str]] = {
         lambda d: ["run", "--data", str(_csv(d, _cancer().drop(columns=["mean_area"]))), "--target", "target"],
         "does not match the schema of hybridml-model version 1: missing columns ['mean_area']",
     ),
+    "column to drop is not in the table": (
+        lambda d: ["run", "--drop", "mean_radius", "--drop", "nope"],
+        "column 'nope' to drop is not in the table (columns: mean_radius, mean_texture,",
+    ),
     "threshold above 1": (lambda d: ["run", "--threshold", "1.5"], "threshold must be between 0 and 1, got 1.5"),
     "threshold below 0": (lambda d: ["run", "--threshold", "-0.1"], "threshold must be between 0 and 1, got -0.1"),
     "approve a non-existent version": (

@@ -1,11 +1,17 @@
-"""Step functions called directly (as a retried Kubeflow pod would): idempotent register, deploy guard."""
+"""Step functions called directly (as a retried Kubeflow pod would): idempotent register, deploy guard, profile."""
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
+from hybridml.core import data, model
+from hybridml.core.profile import SCORE_EDGES, bin_shares
 from hybridml.errors import ConflictError, InvalidInputError
 from hybridml.steps import prepare, release, training
 
@@ -30,6 +36,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, training.Tra
     )
     out = training.train(
         train_path=paths["train"],
+        test_path=paths["test"],
         schema_path=str(d / "s.json"),
         model_type="xgboost",
         params_json='{"n_estimators": 20}',
@@ -93,3 +100,70 @@ def test_auto_approval_off_leaves_the_version_pending(trained: tuple[str, traini
         )
         == "Approved"
     )
+
+
+def test_the_trained_bundle_carries_the_reference_profile(trained: tuple[str, training.Trained, Path]) -> None:
+    _, _, d = trained
+    bundle = model.read_bundle(d / "model")
+    profile = bundle.profile
+    assert profile is not None
+    assert (d / "model" / model.PROFILE_FILE).is_file()
+    train_frame, schema = prepare.load_split(str(d / "train.parquet"), str(d / "s.json"))
+    assert set(profile.numeric) == set(schema.names) and not profile.categorical
+    # Feature shares are of the training split (not the whole table): recomputing them gives the same numbers.
+    radius = profile.numeric["mean_radius"]
+    assert radius.shares == bin_shares(train_frame["mean_radius"].tolist(), radius.edges)
+    assert radius.edges[0] == train_frame["mean_radius"].min() and radius.edges[-1] == train_frame["mean_radius"].max()
+    # Score shares are of this model's scores on the test split.
+    test_frame = pd.read_parquet(d / "test.parquet")
+    scores = model.positive_scores(model.load_estimator(bundle), data.encode_features(test_frame, schema))
+    assert profile.scores.edges == SCORE_EDGES
+    assert profile.scores.shares == bin_shares(scores.tolist(), SCORE_EDGES)
+    assert math.isclose(sum(profile.scores.shares), 1.0)
+
+
+def _preprocess(d: Path, csv: Path, **overrides: str) -> prepare.Prepared:
+    arguments = {
+        "data_uri": str(csv),
+        "target": "label",
+        "seed": 1,
+        "test_size": 0.2,
+        "threshold": 0.75,
+        "model_name": "ids",
+        "tracking_uri": "",
+        "train_path": str(d / "train.parquet"),
+        "valid_path": str(d / "valid.parquet"),
+        "test_path": str(d / "test.parquet"),
+        "schema_path": str(d / "schema.json"),
+        **overrides,
+    }
+    return prepare.preprocess(**arguments)  # type: ignore[arg-type]
+
+
+def test_preprocess_leaves_identifier_columns_out_of_the_splits(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "rownames": np.arange(1, 101),
+            "name": [f"n{i}" for i in range(100)],
+            "f1": rng.normal(size=100),
+            "label": ["a", "b"] * 50,
+        }
+    )
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    out = _preprocess(tmp_path, tmp_path / "t.csv", keep_columns='["name"]', positive_class="a")
+    assert out.dropped == {"rownames": "row number: consecutive integers 1..100, one per row"}
+    assert json.loads(out.dropped_json) == out.dropped
+    assert out.n_features == 2
+    for part in ("train", "valid", "test"):
+        assert list(pd.read_parquet(tmp_path / f"{part}.parquet").columns) == ["name", "f1", "label"]
+    schema = json.loads((tmp_path / "schema.json").read_text())
+    assert schema["dropped"] == out.dropped
+    assert schema["classes"] == ["b", "a"]
+
+
+@pytest.mark.parametrize("name", ["My Model", "x" * 41, "9lives"])
+def test_preprocess_checks_the_model_name_before_reading_data(tmp_path: Path, name: str) -> None:
+    # The data file is absent: the name is refused first, as a cluster run (no CLI pre-flight) needs.
+    with pytest.raises(InvalidInputError, match=rf"^invalid model name '{name}': use 1-40 characters of lower-case"):
+        _preprocess(tmp_path, tmp_path / "absent.csv", model_name=name)

@@ -220,6 +220,8 @@ class Launcher:
         thread.start()
 
     def get(self, kind: str) -> Backend:
+        if kind not in self.threads:  # not foreseen at session start (e.g. a test selected by name)
+            self.launch(kind, getattr(self, kind.replace("-", "_")))
         self.threads[kind].join(START_TIMEOUT_S + 60)
         result = self.results.get(kind, f"{kind} did not start in time")
         if isinstance(result, str):
@@ -235,6 +237,18 @@ class Launcher:
         shutil.copyfile(self.template_db, root / "mlflow.db")
         url = start_mlflow_server("mlflow-sqlite", f"sqlite:///{root / 'mlflow.db'}", root, self.services)
         return Backend("http-sqlite", url)
+
+    def http_disposable(self) -> Backend:
+        """A server on SQLite that one test may stop (never shared with the contract suite)."""
+        root = self.root / "http-disposable"
+        root.mkdir()
+        shutil.copyfile(self.template_db, root / "mlflow.db")
+        url = start_mlflow_server("mlflow-disposable", f"sqlite:///{root / 'mlflow.db'}", root, self.services)
+        return Backend("http-disposable", url)
+
+    def service(self, name: str) -> Service:
+        """The started service called ``name``."""
+        return next(s for s in self.services if s.name == name)
 
     def http_postgres(self) -> Backend:
         if not (PG_BIN / "initdb").is_file():
@@ -259,13 +273,18 @@ class _Skip(Exception):  # noqa: N818 - carries a skip reason, not an error
 
 
 @pytest.fixture(scope="session")
-def _launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
+def _launcher(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
     root = tmp_path_factory.mktemp("registry-backends")
     template = root / "template.db"
     launcher = Launcher(root, template)
-    launcher.launch("http-postgres", launcher.http_postgres)  # first: it has the longest way to go
+    wanted = {name for item in request.session.items for name in getattr(item, "fixturenames", ())}
+    if {"backend", "http_backend"} & wanted:
+        launcher.launch("http-postgres", launcher.http_postgres)  # first: it has the longest way to go
     mlflow.MlflowClient(f"sqlite:///{template}").search_experiments()  # creates and migrates the schema
-    launcher.launch("http-sqlite", launcher.http_sqlite)
+    if {"backend", "http_backend"} & wanted:
+        launcher.launch("http-sqlite", launcher.http_sqlite)
+    if "disposable_server" in wanted:
+        launcher.launch("http-disposable", launcher.http_disposable)
     try:
         yield launcher
     finally:
@@ -295,6 +314,18 @@ def backend(request: pytest.FixtureRequest, _launcher: Launcher, sqlite_backend:
 def http_backend(_launcher: Launcher) -> Backend:
     """The MLflow server on SQLite, for tests that need only one server backend."""
     return _launcher.get("http-sqlite")
+
+
+@dataclass(frozen=True)
+class Disposable:
+    backend: Backend
+    service: Service
+
+
+@pytest.fixture(scope="session")
+def disposable_server(_launcher: Launcher) -> Disposable:
+    """An MLflow server on SQLite of its own, for the one test that stops it."""
+    return Disposable(_launcher.get("http-disposable"), _launcher.service("mlflow-disposable"))
 
 
 @dataclass(frozen=True)

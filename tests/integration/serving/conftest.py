@@ -55,11 +55,16 @@ class Launched:
             self.process.kill()
 
 
-def _launch(model_dir: Path, name: str, log: Path, *extra: str) -> Launched:
-    """Start ``python -m hybridml.serving`` on a free loopback port and wait until it answers ready."""
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
+        return int(sock.getsockname()[1])
+
+
+def _launch(model_dir: Path, name: str, log: Path, *extra: str) -> Launched:
+    """Start ``python -m hybridml.serving`` on a free loopback port and wait until it answers ready."""
+    port = free_port()
     command = [sys.executable, "-m", "hybridml.serving", "--model-dir", str(model_dir), "--model-name", name]
     command += ["--bind-port", str(port), *extra]
     with log.open("wb") as out:

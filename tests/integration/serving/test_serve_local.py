@@ -17,9 +17,11 @@ import pytest
 
 from hybridml.core.data import encode_features, encode_labels, infer_schema
 from hybridml.core.model import fit, save_bundle
-from hybridml.deploy.local import LocalTarget
+from hybridml.deploy import LocalConfig, ModelRef, make_target, model_ref
 from hybridml.errors import ConflictError, InvalidInputError
+from hybridml.serving.control import ControlClient
 from hybridml.serving.predictor import BundlePredictor
+from tests.integration.serving.conftest import free_port
 from tests.integration.serving.test_traffic import Conn
 
 NAME = "cancer"
@@ -46,6 +48,10 @@ def rejecting_shadow(tmp_path_factory: pytest.TempPathFactory, cancer: tuple[pd.
     return directory
 
 
+def _ref(version: str, bundle: Path) -> ModelRef:
+    return model_ref(NAME, version, bundle.as_uri())
+
+
 def _versions(conn: Conn, row: list[float], n: int = 10) -> set[str]:
     answers = [conn.request("POST", f"/v1/models/{NAME}:predict", {"instances": [row]}) for _ in range(n)]
     assert all(status == 200 for status, _, _ in answers)
@@ -55,9 +61,11 @@ def _versions(conn: Conn, row: list[float], n: int = 10) -> set[str]:
 def test_serve_then_change_the_split_without_restart(
     xgb_bundle: Path, xgb_bundle_v2: Path, row: list[float], tmp_path: Path
 ) -> None:
-    target = LocalTarget(tmp_path / "deployments", start_timeout_s=60)
+    target = make_target(LocalConfig(tmp_path / "deployments", start_timeout_s=60))
     try:
-        served = target.serve(NAME, ("1", xgb_bundle), canary=("2", xgb_bundle_v2, 30), shadow=("3", xgb_bundle_v2))
+        served = target.serve(
+            NAME, _ref("1", xgb_bundle), canary=(_ref("2", xgb_bundle_v2), 30), shadow=_ref("3", xgb_bundle_v2)
+        )
         assert (served.stable_version, served.canary_version, served.canary_percent, served.ready) == (
             "1",
             "2",
@@ -77,7 +85,8 @@ def test_serve_then_change_the_split_without_restart(
         rolled = target.rollback(NAME)
         assert (rolled.stable_version, rolled.canary_version, rolled.ready) == ("1", None, True)
         assert target.state(NAME)["pid"] == pid  # the split changed in the running router
-        assert conn.request("GET", "/admin/traffic")[2]["variants"].keys() == {"stable", "shadow"}
+        assert ControlClient(state["control"]).state()["variants"].keys() == {"stable", "shadow"}
+        assert conn.request("GET", "/admin/traffic")[0] == 404  # control is not on the inference port
         with pytest.raises(ConflictError, match="no canary"):
             target.promote(NAME)
         with pytest.raises(InvalidInputError, match="0 to 100"):
@@ -94,7 +103,7 @@ def test_serve_then_change_the_split_without_restart(
 
         # Taking over the endpoint's own port: the new server replaces the old one there.
         port = state["port"]
-        replaced = target.serve(NAME, ("2", xgb_bundle_v2), port=port)
+        replaced = target.serve(NAME, _ref("2", xgb_bundle_v2), port=port)
         assert (replaced.endpoint, replaced.stable_version, replaced.ready) == (served.endpoint, "2", True)
         assert target.state(NAME)["pid"] != pid and not target.state(NAME)["router"]
     finally:
@@ -105,11 +114,11 @@ def test_serve_then_change_the_split_without_restart(
 def test_serve_refuses_mismatched_variants(
     xgb_bundle: Path, xgb_bundle_v2: Path, hgb_bundle_path: Path, tmp_path: Path
 ) -> None:
-    target = LocalTarget(tmp_path / "deployments")
+    target = make_target(LocalConfig(tmp_path / "deployments"))
     with pytest.raises(InvalidInputError, match=r"shadow '9' has different features than stable '1'$"):
-        target.serve(NAME, ("1", xgb_bundle), shadow=("9", hgb_bundle_path))
+        target.serve(NAME, _ref("1", xgb_bundle), shadow=_ref("9", hgb_bundle_path))
     with pytest.raises(InvalidInputError, match="two different bundles have version '1'"):
-        target.serve(NAME, ("1", xgb_bundle), canary=("1", xgb_bundle_v2, 10))
+        target.serve(NAME, _ref("1", xgb_bundle), canary=(_ref("1", xgb_bundle_v2), 10))
     assert target.list() == []
 
 
@@ -141,8 +150,10 @@ def test_failing_shadow_never_changes_a_response(
 ) -> None:
     assert BundlePredictor.load(rejecting_shadow).feature_names == BundlePredictor.load(xgb_bundle).feature_names
     plain = launch(xgb_bundle, NAME, tmp_path / "plain.log", "--model-version", "1")
+    control_port = free_port()
     shadowed = launch(xgb_bundle, NAME, tmp_path / "shadowed.log", "--model-version", "1",
-                      "--shadow-dir", str(rejecting_shadow), "--shadow-version", "9")  # fmt: skip
+                      "--shadow-dir", str(rejecting_shadow), "--shadow-version", "9",
+                      "--control-port", str(control_port))  # fmt: skip
     width = len(row)
     requests = [
         ("/v1/models/cancer:predict", {"instances": [row]}),
@@ -173,7 +184,7 @@ def test_failing_shadow_never_changes_a_response(
         assert 'hybridml_shadow_requests_total{model="cancer",outcome="ok"}' not in text
         assert re.search(r'hybridml_requests_total\{code="400",model="cancer",variant="shadow",version="9"\}', text)
         assert plain.process.poll() is None and shadowed.process.poll() is None
-        workers = json.loads(_raw(shadowed.endpoint, "GET", "/admin/traffic", b"", {})[2])["variants"]
+        workers = ControlClient(f"http://127.0.0.1:{control_port}").state()["variants"]
     finally:
         plain.stop()
         shadowed.stop()

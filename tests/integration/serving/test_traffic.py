@@ -15,6 +15,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from hybridml.errors import ConflictError
+from hybridml.serving.control import ControlClient
 from hybridml.serving.predictor import BundlePredictor
 
 NAME = "cancer"
@@ -46,25 +48,27 @@ def row(cancer: tuple[pd.DataFrame, str], xgb_bundle: Path) -> list[float]:
 @pytest.fixture(scope="module")
 def routed(
     xgb_bundle: Path, xgb_bundle_v2: Path, tmp_path_factory: pytest.TempPathFactory, launch: Callable[..., Any]
-) -> Iterator[tuple[str, Path]]:
+) -> Iterator[tuple[str, Path, ControlClient]]:
     directory = tmp_path_factory.mktemp("router")
     log = directory / "server.log"
+    control_socket = directory / "control.sock"
     launched = launch(
         xgb_bundle, NAME, log, "--model-version", "1", "--canary-dir", str(xgb_bundle_v2), "--canary-version", "2",
         "--canary-percent", "10", "--shadow-dir", str(xgb_bundle_v2), "--shadow-version", "3", "--split-seed", "1",
         "--payload-log", str(directory / "payload.jsonl"), "--feedback-log", str(directory / "feedback.jsonl"),
+        "--control-socket", str(control_socket),
     )  # fmt: skip
     print(f"router ready after {launched.ready_after_s:.2f}s")
     try:
-        yield launched.endpoint, directory
+        yield launched.endpoint, directory, ControlClient(f"unix://{control_socket}")
     finally:
         launched.stop()
 
 
 def test_split_sticky_shadow_and_feedback(
-    routed: tuple[str, Path], row: list[float], xgb_bundle: Path, xgb_bundle_v2: Path
+    routed: tuple[str, Path, ControlClient], row: list[float], xgb_bundle: Path, xgb_bundle_v2: Path
 ) -> None:
-    endpoint, directory = routed
+    endpoint, directory, control = routed
     conn = Conn(endpoint)
     expected = {
         "1": BundlePredictor.load(xgb_bundle).predict([row])[0],
@@ -99,10 +103,12 @@ def test_split_sticky_shadow_and_feedback(
         "POST", f"/v1/models/{NAME}:predict", {"instances": [row]}, {"x-request-id": "req-1"}
     )
     assert (status, headers["x-request-id"]) == (200, "req-1")
+    # Feedback: on the inference port from loopback, and on the control listener.
     assert conn.request("POST", "/feedback", {"request_id": "req-1", "label": 1})[0] == 200
     assert conn.request("POST", "/feedback", {"request_id": "req-1", "label": "maybe"})[0] == 400
+    assert control.feedback({"req-1": 0}) == 1
     feedback = [json.loads(line) for line in (directory / "feedback.jsonl").read_text().splitlines()]
-    assert feedback[-1]["request_id"] == "req-1" and feedback[-1]["label"] == 1
+    assert [(f["request_id"], f["label"]) for f in feedback[-2:]] == [("req-1", 1), ("req-1", 0)]
     time.sleep(0.3)  # let the shadow copies land
     lines = [json.loads(line) for line in (directory / "payload.jsonl").read_text().splitlines()]
     req1 = {entry["variant"] for entry in lines if entry["request_id"] == "req-1"}
@@ -117,11 +123,11 @@ def test_split_sticky_shadow_and_feedback(
 
 
 def test_shadow_failure_never_reaches_caller_and_kill9_canary_falls_back(
-    routed: tuple[str, Path], row: list[float]
+    routed: tuple[str, Path, ControlClient], row: list[float]
 ) -> None:
-    endpoint, _ = routed
+    endpoint, _, control = routed
     conn = Conn(endpoint)
-    state = conn.request("GET", "/admin/traffic")[2]
+    state = control.state()
     assert state["variants"]["canary"]["alive"] and state["canary_percent"] == 10
 
     os.kill(state["variants"]["shadow"]["pid"], signal.SIGKILL)  # the challenger crashes
@@ -148,15 +154,16 @@ def test_shadow_failure_never_reaches_caller_and_kill9_canary_falls_back(
     failed = [s for s in results if s != 200]
     print(f"{len(results)} requests under load, {len(failed)} failed")
     assert len(failed) <= 4  # at most the requests in flight (4 clients)
-    after = conn.request("GET", "/admin/traffic")[2]
+    after = control.state()
     assert after["canary_percent"] == 0 and not after["variants"]["canary"]["alive"]
     for _ in range(20):
         status, headers, _ = conn.request("POST", f"/v1/models/{NAME}:predict", {"instances": [row]})
         assert (status, headers["x-hybridml-variant"]) == (200, "stable")
-    assert conn.request("POST", "/admin/traffic", {"canary_percent": 5})[0] == 409  # no live canary
+    with pytest.raises(ConflictError, match="no live canary"):
+        control.traffic(5)
 
 
-def test_log_records_the_fallback(routed: tuple[str, Path]) -> None:
-    _, directory = routed
+def test_log_records_the_fallback(routed: tuple[str, Path, ControlClient]) -> None:
+    _, directory, _ = routed
     time.sleep(0.3)
     assert "died; traffic falls back to stable" in (directory / "server.log").read_text()

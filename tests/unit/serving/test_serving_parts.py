@@ -128,6 +128,26 @@ def test_feedback_validation() -> None:
             feedback_records(bad, ("no", "yes"))
 
 
+@pytest.mark.parametrize(
+    ("classes", "label", "encoded"),
+    [
+        (("0", "1"), 1, 1),
+        (("0", "1"), "0", 0),
+        # --positive-class 0: the label names the class "1", which is now the negative one.
+        (("1", "0"), 1, 0),
+        (("1", "0"), "0", 1),
+        (("False", "True"), True, 1),
+        (("True", "False"), True, 0),
+        # Classes with other names: 0/1 and false/true mean negative/positive.
+        (("benign", "malignant"), 1, 1),
+        (("benign", "malignant"), False, 0),
+        (("benign", "malignant"), "malignant", 1),
+    ],
+)
+def test_feedback_label_is_a_value_of_the_target(classes: tuple[str, str], label: object, encoded: int) -> None:
+    assert feedback_records({"request_id": "r", "label": label}, classes)[0]["label"] == encoded
+
+
 def test_app_metrics_in_fresh_registry_and_batching(xgb: BundlePredictor) -> None:
     registry = CollectorRegistry()
     batcher = Batcher(xgb)
@@ -186,3 +206,35 @@ def test_score_and_input_metrics_queue_is_counted_at_scrape_and_in_bulk(xgb: Bun
     text = generate_latest(registry).decode()
     count = 3 + FOLD_ROWS
     assert f'hybridml_prediction_score_count{{model="cancer",variant="stable",version="7"}} {count}.0' in text
+
+
+def test_input_bins_follow_the_reference_profile(mixed_frame: pd.DataFrame) -> None:
+    """/metrics bins inputs exactly as core.profile bins the reference, so a monitor compares like with like."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from hybridml.core.data import encode_features, infer_schema
+    from hybridml.core.profile import bin_shares, build_profile, category_shares
+    from hybridml.serving.metrics import ServingMetrics
+
+    schema = infer_schema(mixed_frame, "label")
+    profile = build_profile(mixed_frame, schema, np.linspace(0, 1, len(mixed_frame)))
+    registry = CollectorRegistry()
+    metrics = ServingMetrics(registry, "m", "1", "stable", schema, profile)
+    live = mixed_frame.sample(frac=1.0, random_state=1).head(150)
+    metrics.scored(encode_features(live, schema), np.full(len(live), 0.5))
+    counts: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+        for sample in family.samples:
+            if sample.name == "hybridml_input_bin_total":
+                counts.setdefault(sample.labels["feature"], {})[sample.labels["bin"]] = sample.value
+    assert set(counts) == {"amount", "count", "flag", "color"}
+    for name, numeric in profile.numeric.items():
+        values = live[name].astype(float)
+        expected = [share * values.notna().sum() for share in bin_shares(values, numeric.edges)]
+        got = [counts[name][str(b)] for b in range(len(numeric.shares))]
+        np.testing.assert_allclose(got, expected, err_msg=name)
+        assert counts[name]["missing"] == values.isna().sum()
+        assert set(counts[name]) == {*map(str, range(len(numeric.shares))), "missing"}
+    categories = schema.features[schema.names.index("color")].categories
+    shares = category_shares(live["color"], categories)
+    assert [counts["color"][str(i)] for i in range(len(categories))] == [shares[c] * len(live) for c in categories]

@@ -173,3 +173,26 @@ def test_plain_matrix_rejects_non_finite_and_out_of_float32_range(xgb: BundlePre
         assert xgb.plain_matrix([bad] + [0.0] * (width - 1), (1, width)) is None
     edge = xgb.plain_matrix([3.4e38, -3.4e38] + [0] * (width - 2), (1, width))
     assert edge is not None and edge.dtype == np.float32 and np.isfinite(edge).all()
+
+
+def test_columns_dropped_at_training_are_accepted_and_ignored(tmp_path: Path) -> None:
+    from hybridml.core.data import encode_labels
+    from hybridml.core.model import fit, save_bundle
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"rownames": np.arange(1, 201), "x": rng.normal(size=200), "z": rng.normal(size=200)})
+    frame["y"] = (frame["x"] > 0).astype(int)
+    schema = infer_schema(frame, "y", drop=["z"])
+    assert set(schema.dropped) == {"rownames", "z"} and schema.names == ["x"]
+    model = fit("xgboost", {"n_estimators": 5}, encode_features(frame, schema), encode_labels(frame, schema))
+    predictor = BundlePredictor.load(save_bundle(model, "xgboost", {}, schema, tmp_path / "b").path)
+    whole_rows = frame.drop(columns=["y"]).head(3).to_dict(orient="records")
+    expected = predictor.predict([[row["x"]] for row in whole_rows])
+    np.testing.assert_allclose(predictor.predict(whole_rows), expected)
+    columns = {name: [row[name] for row in whole_rows] for name in ("rownames", "x", "z")}
+    np.testing.assert_allclose(predictor.scores(predictor.encode_columns(columns)), expected)
+    # Only the dropped columns are forgiven: anything else unknown is still refused by name.
+    with pytest.raises(InvalidInputError, match="unknown features 'w'"):
+        predictor.encode([{**whole_rows[0], "w": 1.0}])
+    with pytest.raises(InvalidInputError, match="unknown features 'w'"):
+        predictor.encode_columns({**columns, "w": [1.0, 2.0, 3.0]})

@@ -1,13 +1,14 @@
-"""Approval and alias history encoded as MLflow tags: one tag per event, so concurrent writers never collide."""
+"""History events encoded as MLflow tags (pure): one tag per event, so concurrent writers never collide."""
 
 from __future__ import annotations
 
 import json
 import secrets
 import threading
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from hybridml.registry.protocol import HistoryEvent
 
 HISTORY_PREFIX = "hybridml.history."
 REGISTERED = "registered"
@@ -23,22 +24,6 @@ _ELLIPSIS = "…"
 
 _last_ns = 0
 _last_ns_lock = threading.Lock()
-
-
-@dataclass(frozen=True)
-class HistoryEvent:
-    """One change of a registered model or version: who did what, when and why.
-
-    ``detail`` reads like ``PendingManualApproval -> Approved`` (status) or ``champion: 2 -> 3`` (alias).
-    """
-
-    at: str
-    actor: str
-    action: str
-    model: str
-    version: int | None
-    detail: str
-    reason: str
 
 
 def truncate(text: str, limit: int) -> str:
@@ -120,3 +105,9 @@ def collect(model: str, tags: dict[str, str]) -> list[tuple[str, HistoryEvent]]:
 def ordered(pairs: list[tuple[str, HistoryEvent]]) -> list[HistoryEvent]:
     """Events sorted by the time encoded in their keys (ties broken by the random suffix)."""
     return [event for _, event in sorted(pairs, key=lambda pair: pair[0])]
+
+
+def mentions(detail: str, number: int) -> bool:
+    """Whether an alias event's detail (``alias: old -> new``) names ``number`` on either side."""
+    _, _, moves = detail.partition(": ")
+    return str(number) in {side.strip() for side in moves.split("->")}
