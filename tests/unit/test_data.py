@@ -267,3 +267,25 @@ def test_schemas_written_before_dropped_existed_still_load(table: pd.DataFrame) 
     raw["dropped"] = ["x"]
     with pytest.raises(InvalidInputError, match="malformed feature schema: dropped must be an object of column"):
         FeatureSchema.from_dict(raw)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_preflight_reads_the_header_and_the_label_column(tmp_path: Path, suffix: str) -> None:
+    from hybridml.core.data import preflight, read_header
+
+    frame = pd.DataFrame({"a": range(20), "b": [0.5] * 20, "y": ["no", "yes"] * 10})
+    path = tmp_path / f"t{suffix}"
+    frame.to_csv(path, index=False) if suffix == ".csv" else frame.to_parquet(path, index=False)
+    assert read_header(path) == ["a", "b", "y"]
+    assert preflight(path, "y") == ("no", "yes")
+    assert preflight(path, "y", positive_class="no") == ("yes", "no")
+    with pytest.raises(InvalidInputError, match=r"target column 'label' not found \(columns: a, b, y\)"):
+        preflight(path, "label")
+    with pytest.raises(InvalidInputError, match="column 'c' to keep is not in the table"):
+        preflight(path, "y", keep=["c"])
+    with pytest.raises(InvalidInputError, match="positive class 'maybe' is not a class of target column 'y'"):
+        preflight(path, "y", positive_class="maybe")
+    with pytest.raises(InvalidInputError, match="exactly 2 classes, found 1"):
+        preflight(path, "b")
+    with pytest.raises(NotFoundError, match="data file not found"):
+        preflight(tmp_path / f"nope{suffix}", "y")

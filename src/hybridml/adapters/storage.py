@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import ParseResult, unquote, urlparse
 
 from hybridml.errors import InvalidInputError, NotFoundError
 
@@ -19,15 +19,60 @@ def fetch(uri: str, dst_dir: str | Path) -> Path:
         InvalidInputError: unsupported scheme or malformed URI.
         NotFoundError: the object does not exist.
     """
-    parsed = urlparse(uri)
-    if parsed.scheme not in SCHEMES:
-        raise InvalidInputError(f"unsupported URI scheme {parsed.scheme!r} in {uri!r} (use a path, file:// or s3://)")
+    parsed = check_scheme(uri)
     if parsed.scheme in ("", "file"):
         path = Path(unquote(parsed.path) if parsed.scheme == "file" else uri).expanduser()
         if not path.is_file():
             raise NotFoundError(f"data file not found: {path}")
         return path
     return _fetch_s3(parsed.netloc, parsed.path.lstrip("/"), Path(dst_dir), uri)
+
+
+def check_scheme(uri: str) -> ParseResult:
+    """``uri`` parsed, if its scheme is one hybridml reads data from.
+
+    Raises:
+        InvalidInputError: any other scheme, with what to do instead.
+    """
+    parsed = urlparse(uri)
+    if parsed.scheme in ("http", "https"):
+        raise InvalidInputError(
+            f"cannot read data from {uri!r}: http(s) URIs are not supported (a pipeline step must be able to read"
+            " the same data again); download it to a file, or copy it to S3/MinIO and give s3://BUCKET/KEY"
+        )
+    if parsed.scheme not in SCHEMES:
+        raise InvalidInputError(f"unsupported URI scheme {parsed.scheme!r} in {uri!r} (use a path, file:// or s3://)")
+    return parsed
+
+
+def check_exists(uri: str) -> None:
+    """Refuse a data URI whose object does not exist, without downloading it.
+
+    Raises:
+        InvalidInputError: unsupported scheme or malformed URI.
+        NotFoundError: the file or S3 object does not exist.
+    """
+    parsed = check_scheme(uri)
+    if parsed.scheme in ("", "file"):
+        path = Path(unquote(parsed.path) if parsed.scheme == "file" else uri).expanduser()
+        if not path.is_file():
+            raise NotFoundError(f"data file not found: {path}")
+        return
+    bucket, key = parsed.netloc, parsed.path.lstrip("/")
+    if not bucket or not key:
+        raise InvalidInputError(f"malformed S3 URI {uri!r} (expected s3://BUCKET/KEY)")
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        boto3.client("s3").head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("404", "NoSuchKey", "NoSuchBucket"):
+            raise NotFoundError(f"data object not found: {uri}") from exc
+        raise InvalidInputError(f"cannot read {uri}: {exc}") from exc
+    except BotoCoreError as exc:
+        raise InvalidInputError(f"cannot read {uri}: {exc}") from exc
 
 
 def _fetch_s3(bucket: str, key: str, dst_dir: Path, uri: str) -> Path:

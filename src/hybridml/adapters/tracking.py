@@ -80,6 +80,21 @@ class Tracker:
 
     def pipeline_run(self, pipeline_run_id: str, tags: dict[str, str]) -> str:
         """The parent MLflow run of one pipeline run, created once and found again by later steps."""
+        found = self._find_pipeline_run(pipeline_run_id)
+        if found is not None:
+            return found
+        return self.start_run(
+            f"pipeline-{pipeline_run_id}",
+            {**tags, "hybridml.pipeline_run_id": pipeline_run_id, "hybridml.role": "pipeline"},
+        )
+
+    def finish_pipeline_run(self, pipeline_run_id: str) -> None:
+        """Mark the parent run of a pipeline run FINISHED, if it exists and is still running (its last step)."""
+        found = self._find_pipeline_run(pipeline_run_id)
+        if found is not None and self._call(lambda: self.client.get_run(found), found).info.status == "RUNNING":
+            self.end_run(found)
+
+    def _find_pipeline_run(self, pipeline_run_id: str) -> str | None:
         existing = self._call(
             lambda: self.client.search_runs(
                 [self.experiment_id],
@@ -89,12 +104,7 @@ class Tracker:
             ),
             f"pipeline run {pipeline_run_id!r}",
         )
-        if existing:
-            return str(existing[0].info.run_id)
-        return self.start_run(
-            f"pipeline-{pipeline_run_id}",
-            {**tags, "hybridml.pipeline_run_id": pipeline_run_id, "hybridml.role": "pipeline"},
-        )
+        return str(existing[0].info.run_id) if existing else None
 
     def log(
         self, run_id: str, *, params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None

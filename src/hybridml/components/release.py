@@ -150,9 +150,12 @@ def summarize(
     endpoint: str,
     predictions_json: str,
     dropped_json: str,
+    tracking_uri: str,
+    experiment: str,
+    pipeline_run_id: str,
 ) -> str:
-    """The run's result as one JSON object (what `hybridml run --json` prints)."""
-    from hybridml.steps.runtime import run_step
+    """The run's result as one JSON object (what `hybridml run --json` prints); ends the pipeline's MLflow run."""
+    from hybridml.steps.runtime import run_step, tracking_uri_or_default
 
     summary = run_step(
         "summary",
@@ -165,5 +168,8 @@ def summarize(
         endpoint=endpoint,
         predictions_json=predictions_json,
         dropped_json=dropped_json,
+        tracking_uri=tracking_uri_or_default(tracking_uri),
+        experiment=experiment,
+        pipeline_run_id=pipeline_run_id,
     )
     return summary.to_json()

@@ -26,8 +26,8 @@ _ID_NAMES = frozenset({"id", "rownames", "rowname", "index", "row", "rowid", "ro
 _ID_NAME = re.compile(r"^(unnamed: \d+|.+[_ ]id)$")
 
 
-def load_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV or Parquet file into a DataFrame.
+def load_table(path: str | Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Read a CSV or Parquet file (only ``columns``, when given) into a DataFrame.
 
     Raises:
         NotFoundError: the file does not exist.
@@ -39,9 +39,9 @@ def load_table(path: str | Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix in (".csv", ".txt"):
-            frame = pd.read_csv(path)
+            frame = pd.read_csv(path, usecols=list(columns) if columns is not None else None)
         elif suffix in (".parquet", ".pq"):
-            frame = pd.read_parquet(path)
+            frame = pd.read_parquet(path, columns=list(columns) if columns is not None else None)
         else:
             raise InvalidInputError(f"unsupported data format {suffix!r} for {path} (use .csv or .parquet)")
     except pd.errors.EmptyDataError as exc:
@@ -185,9 +185,43 @@ def find_identifiers(frame: pd.DataFrame, target: str) -> dict[str, str]:
     return found
 
 
-def _check_overrides(frame: pd.DataFrame, target: str, drop: Sequence[str], keep: Sequence[str]) -> None:
-    columns = [str(c) for c in frame.columns]
+def read_header(path: str | Path) -> list[str]:
+    """The column names of a CSV or Parquet file, read without loading its rows.
+
+    Raises:
+        NotFoundError: the file does not exist.
+        InvalidInputError: unknown extension or unreadable content.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise NotFoundError(f"data file not found: {path}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            return [str(name) for name in pq.read_schema(path).names]
+        if suffix in (".csv", ".txt"):
+            return [str(name) for name in pd.read_csv(path, nrows=0).columns]
+    except pd.errors.EmptyDataError as exc:
+        raise InvalidInputError(f"data file is empty: {path}") from exc
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        raise InvalidInputError(f"cannot read {path}: {exc}") from exc
+    raise InvalidInputError(f"unsupported data format {suffix!r} for {path} (use .csv or .parquet)")
+
+
+def check_columns(columns: Sequence[str], target: str, drop: Sequence[str] = (), keep: Sequence[str] = ()) -> None:
+    """Refuse a header without the target, with duplicate names, or with ``drop``/``keep`` names it lacks.
+
+    Raises:
+        InvalidInputError: naming the problem (and the first columns, so a typo is easy to see).
+    """
+    columns = [str(c) for c in columns]
     shown = ", ".join(columns[:10]) + (" ..." if len(columns) > 10 else "")
+    if target not in columns:
+        raise InvalidInputError(f"target column {target!r} not found (columns: {shown})")
+    if len(set(columns)) != len(columns):
+        raise InvalidInputError("table has duplicate column names")
     for what, names in (("drop", drop), ("keep", keep)):
         for name in names:
             if name not in columns:
@@ -197,6 +231,41 @@ def _check_overrides(frame: pd.DataFrame, target: str, drop: Sequence[str], keep
     both = [n for n in drop if n in keep]
     if both:
         raise InvalidInputError(f"columns {both} are both to drop and to keep")
+
+
+def check_labels(labels: pd.Series, target: str, positive_class: str | None = None) -> tuple[str, str]:
+    """The two classes of a target column as ``(negative, positive)``, once the labels are usable.
+
+    Raises:
+        InvalidInputError: missing labels, not exactly two classes, too few rows of a class, or a
+            ``positive_class`` that is not one of the two.
+    """
+    if labels.isna().any():
+        raise InvalidInputError(f"target column {target!r} has {int(labels.isna().sum())} missing values")
+    classes = _classes(labels, target, positive_class)
+    counts = labels.astype(str).value_counts()
+    if int(counts.min()) < MIN_ROWS_PER_CLASS:
+        raise InvalidInputError(
+            f"target column {target!r} has only {int(counts.min())} rows of class {counts.idxmin()!r};"
+            f" at least {MIN_ROWS_PER_CLASS} per class are needed"
+        )
+    return classes
+
+
+def preflight(
+    path: str | Path, target: str, *, drop: Sequence[str] = (), keep: Sequence[str] = (), positive_class: str = ""
+) -> tuple[str, str]:
+    """The checks of :func:`infer_schema` that need only the header and the label column, on a local file.
+
+    A run calls this before any pipeline machinery starts, so a wrong column is reported at once; the
+    preprocess step still runs the full checks (a cluster run has no such pre-flight).
+
+    Raises:
+        NotFoundError: the file does not exist.
+        InvalidInputError: as :func:`check_columns` and :func:`check_labels`.
+    """
+    check_columns(read_header(path), target, drop, keep)
+    return check_labels(load_table(path, columns=[target])[target], target, positive_class or None)
 
 
 def _classes(labels: pd.Series, target: str, positive_class: str | None) -> tuple[str, str]:
@@ -245,24 +314,8 @@ def infer_schema(
     drop, keep = tuple(drop), tuple(keep)
     if frame.empty:
         raise InvalidInputError("table has no rows")
-    if target not in frame.columns:
-        shown = ", ".join(map(str, list(frame.columns)[:10]))
-        raise InvalidInputError(
-            f"target column {target!r} not found (columns: {shown}{' ...' if frame.shape[1] > 10 else ''})"
-        )
-    if len(set(map(str, frame.columns))) != frame.shape[1]:
-        raise InvalidInputError("table has duplicate column names")
-    _check_overrides(frame, target, drop, keep)
-    labels = frame[target]
-    if labels.isna().any():
-        raise InvalidInputError(f"target column {target!r} has {int(labels.isna().sum())} missing values")
-    classes = _classes(labels, target, positive_class)
-    counts = labels.astype(str).value_counts()
-    if int(counts.min()) < MIN_ROWS_PER_CLASS:
-        raise InvalidInputError(
-            f"target column {target!r} has only {int(counts.min())} rows of class {counts.idxmin()!r};"
-            f" at least {MIN_ROWS_PER_CLASS} per class are needed"
-        )
+    check_columns([str(c) for c in frame.columns], target, drop, keep)
+    classes = check_labels(frame[target], target, positive_class)
     detected = {c: r for c, r in find_identifiers(frame, target).items() if c not in keep}
     dropped = {
         str(c): (DROPPED_ON_REQUEST if str(c) in drop else detected[str(c)])

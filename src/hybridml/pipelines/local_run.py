@@ -20,6 +20,7 @@ from hybridml.core import approval, data
 from hybridml.core.naming import check_model_name
 from hybridml.errors import HybridmlError, InvalidInputError
 from hybridml.pipelines.zygote import warm_executable
+from hybridml.steps import prepare
 from hybridml.steps.runtime import RUN_LOG_ENV
 
 
@@ -44,8 +45,8 @@ class LocalRun:
 
 def absolute_uri(data: str) -> str:
     """Make a relative data path absolute (steps run in their own working directories)."""
-    if not data or urlparse(data).scheme in ("s3", "file", "builtin"):
-        return data
+    if not data or urlparse(data).scheme:
+        return data  # a URI (s3://, file://, builtin:, or one the pre-flight refuses by name) stays as given
     return str(Path(data).expanduser().resolve())
 
 
@@ -79,10 +80,6 @@ def run(settings: Settings, arguments: dict[str, Any], *, progress: Console | No
             any step runs).
         StepFailedError: a step failed; the message is the step's own one-line error.
     """
-    from kfp import local
-
-    from hybridml.pipelines.training import training_pipeline
-
     check_model_name(arguments.get("model_name", "hybridml-model"))
     data.parse_columns(str(arguments.get("drop_columns", "")), "drop_columns")
     data.parse_columns(str(arguments.get("keep_columns", "")), "keep_columns")
@@ -91,6 +88,17 @@ def run(settings: Settings, arguments: dict[str, Any], *, progress: Console | No
     traffic = int(arguments.get("traffic_percent", 100))
     if not 1 <= traffic <= 100:
         raise InvalidInputError(f"traffic percent must be between 1 and 100, got {traffic}")
+    prepare.preflight(
+        data_uri=str(arguments.get("data_uri", "")),
+        target=str(arguments.get("target", "")),
+        drop_columns=str(arguments.get("drop_columns", "")),
+        keep_columns=str(arguments.get("keep_columns", "")),
+        positive_class=str(arguments.get("positive_class", "")),
+    )
+    # Only now the pipeline machinery: everything above answers in well under a second on a warm CLI.
+    from kfp import local
+
+    from hybridml.pipelines.training import training_pipeline
 
     run_dir = settings.runs_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -177,6 +177,8 @@ def make_pipeline(cache_preprocess: bool = False) -> Any:
             version=version,
             status=status.output,
             dropped_json=pre.outputs["dropped_json"],
+            pipeline_run_id=run_id,
+            **tracked,
         )
         with dsl.If(status.output == "Approved", name="approved"):
             placed = _no_cache(

@@ -7,6 +7,7 @@ import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote
 
 import pandas as pd
 
@@ -48,6 +49,35 @@ def read_input(data_uri: str, target: str) -> tuple[pd.DataFrame, str]:
 
     with tempfile.TemporaryDirectory(prefix="hybridml-data-") as scratch:
         return data.load_table(storage.fetch(data_uri, scratch)), target
+
+
+def preflight(*, data_uri: str, target: str, drop_columns: str, keep_columns: str, positive_class: str) -> None:
+    """What ``run`` checks before any pipeline machinery starts; preprocess runs the same checks again.
+
+    The data URI's scheme and existence; for a local file also its header, the target column, its two
+    classes, the positive class and the columns to drop or keep (only the header and the label column are read).
+
+    Raises:
+        InvalidInputError: naming the problem.
+        NotFoundError: the data does not exist.
+    """
+    drop = data.parse_columns(drop_columns, "drop_columns")
+    keep = data.parse_columns(keep_columns, "keep_columns")
+    if data_uri in ("", data.BUILTIN_DATASET, data.BUILTIN_HARD):
+        frame, target = read_input(data_uri, target)  # bundled with scikit-learn: read in milliseconds
+        data.check_columns([str(c) for c in frame.columns], target, drop, keep)
+        data.check_labels(frame[target], target, positive_class or None)
+        return
+    if not target:
+        raise InvalidInputError("--target is required with --data (the name of the 0/1 label column)")
+    from hybridml.adapters import storage
+
+    storage.check_exists(data_uri)
+    parsed = storage.check_scheme(data_uri)
+    if parsed.scheme == "s3":
+        return  # its content is checked by preprocess, which downloads it anyway
+    path = unquote(parsed.path) if parsed.scheme == "file" else data_uri
+    data.preflight(path, target, drop=drop, keep=keep, positive_class=positive_class)
 
 
 def check_against_registered(schema: FeatureSchema, model_name: str, tracking_uri: str) -> None:

@@ -185,8 +185,16 @@ def summarize(
     endpoint: str,
     predictions_json: str,
     dropped_json: str = "",
+    tracking_uri: str = "",
+    experiment: str = "",
+    pipeline_run_id: str = "",
 ) -> Summary:
-    """Build the summary; a version left pending ends with the command that approves it."""
+    """Build the summary and end the pipeline's parent MLflow run; a version left pending ends with the command
+    that approves it."""
+    if tracking_uri and pipeline_run_id:
+        from hybridml.adapters.tracking import Tracker
+
+        Tracker(tracking_uri, experiment or "hybridml").finish_pipeline_run(pipeline_run_id)
     predictions = json.loads(predictions_json) if predictions_json else []
     dropped = json.loads(dropped_json) if dropped_json else {}
     next_step = None

@@ -54,6 +54,14 @@ CASES: dict[str, tuple[Make, str]] = {
         lambda d: ["run", "--drop", "mean_radius", "--drop", "nope"],
         "column 'nope' to drop is not in the table (columns: mean_radius, mean_texture,",
     ),
+    "data over http": (
+        lambda d: ["run", "--data", "https://example.com/table.csv", "--target", "y"],
+        "cannot read data from 'https://example.com/table.csv': http(s) URIs are not supported",
+    ),
+    "positive class that is not a class": (
+        lambda d: ["run", "--data", str(_csv(d, _cancer())), "--target", "target", "--positive-class", "2"],
+        "positive class '2' is not a class of target column 'target': choose '0' or '1'",
+    ),
     "threshold above 1": (lambda d: ["run", "--threshold", "1.5"], "threshold must be between 0 and 1, got 1.5"),
     "threshold below 0": (lambda d: ["run", "--threshold", "-0.1"], "threshold must be between 0 and 1, got -0.1"),
     "approve a non-existent version": (
@@ -79,6 +87,20 @@ def _snapshot(cli: Cli) -> tuple[int, dict[str, str], list[str]]:
     )
 
 
+# Found by `run`'s pre-flight from the arguments, the header and the label column: no step may start.
+PREFLIGHT = {
+    "missing file",
+    "missing target column",
+    "non-binary target",
+    "empty table",
+    "column to drop is not in the table",
+    "data over http",
+    "positive class that is not a class",
+    "threshold above 1",
+    "threshold below 0",
+}
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input_is_one_line_and_changes_nothing(
     cli: Cli, first_run: dict[str, object], tmp_path: Path, case: str
@@ -93,6 +115,8 @@ def test_bad_input_is_one_line_and_changes_nothing(
     assert lines[0].startswith("error: ")
     assert message in lines[0]
     assert _snapshot(cli) == before
+    if case in PREFLIGHT:  # refused before any pipeline machinery: no run folder, so no step and no MLflow run
+        assert sorted((cli.home / "runs").iterdir()) == runs_before
     # No step after the failing one ran: a failed run leaves no summary and only its own start/error events.
     for run_dir in sorted((cli.home / "runs").iterdir()):
         if run_dir in runs_before:

@@ -97,12 +97,14 @@ def test_a_positive_class_that_is_not_a_label_is_refused_naming_both(
     cli: Cli, table: tuple[Path, pd.DataFrame]
 ) -> None:
     path, _ = table
+    runs = sorted((cli.home / "runs").iterdir()) if (cli.home / "runs").exists() else []
     result = cli("run", "--data", str(path), "--target", "label", "--model-name", "ids-bad", "--positive-class", "yes")
     assert result.returncode == 2
+    # Found by run's pre-flight from the label column alone, before any step (preprocess checks it again).
     assert result.stderr.strip().splitlines() == [
-        "error: step 'preprocess' failed: positive class 'yes' is not a class of target column 'label':"
-        " choose '0' or '1'"
+        "error: positive class 'yes' is not a class of target column 'label': choose '0' or '1'"
     ]
+    assert (sorted((cli.home / "runs").iterdir()) if (cli.home / "runs").exists() else []) == runs
 
 
 def test_a_model_name_that_breaks_the_rule_is_refused_before_the_pipeline_starts(cli: Cli) -> None:

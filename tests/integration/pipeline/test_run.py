@@ -50,6 +50,15 @@ def test_mlflow_holds_runs_plots_versions_and_tags(cli: Cli, first_run: dict[str
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert "plots/roc_curve.png" in artifacts
     assert (cli.home / "mlartifacts").is_dir()  # artifacts live under the home, not ./mlruns
+    # The run's MLflow runs (its parent included) are all over when it is: none is left RUNNING.
+    experiment = client.get_experiment_by_name("hybridml")
+    mine = client.search_runs(
+        [experiment.experiment_id], f"tags.`hybridml.pipeline_run_id` = '{tags['pipeline_run_id']}'"
+    )
+    assert {r.data.tags["hybridml.role"] for r in mine} >= {"pipeline", "train"}
+    assert {r.data.tags["hybridml.role"]: r.info.status for r in mine} == dict.fromkeys(
+        {r.data.tags["hybridml.role"] for r in mine}, "FINISHED"
+    )
 
 
 def test_second_run_registers_a_new_version_and_history_tells_who_and_why(

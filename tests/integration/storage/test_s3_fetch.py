@@ -71,3 +71,17 @@ def test_file_uri_and_plain_path(tmp_path: Path) -> None:
     target.write_text("a,b\n1,2\n")
     assert storage.fetch(target.as_uri(), tmp_path) == target
     assert storage.fetch(str(target), tmp_path) == target
+
+
+def test_preflight_checks_an_s3_object_exists_without_downloading_it(s3: str, tmp_path: Path) -> None:
+    from hybridml.steps.prepare import preflight
+
+    args = {"target": "target", "drop_columns": "", "keep_columns": "", "positive_class": ""}
+    preflight(data_uri="s3://lake/tables/cancer.parquet", **args)
+    with pytest.raises(NotFoundError, match=r"data object not found: s3://lake/tables/none\.parquet"):
+        preflight(data_uri="s3://lake/tables/none.parquet", **args)
+    with pytest.raises(NotFoundError, match="data object not found"):
+        storage.check_exists("s3://no-bucket/x.csv")
+    with pytest.raises(InvalidInputError, match="http\\(s\\) URIs are not supported"):
+        storage.check_exists("http://host/x.csv")
+    assert list(tmp_path.iterdir()) == []  # nothing was downloaded
