@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import ParseResult, unquote, urlparse
 
 from hybridml.errors import InvalidInputError, NotFoundError
@@ -58,33 +60,34 @@ def check_exists(uri: str) -> None:
         if not path.is_file():
             raise NotFoundError(f"data file not found: {path}")
         return
-    bucket, key = parsed.netloc, parsed.path.lstrip("/")
-    if not bucket or not key:
-        raise InvalidInputError(f"malformed S3 URI {uri!r} (expected s3://BUCKET/KEY)")
-    import boto3
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    try:
-        boto3.client("s3").head_object(Bucket=bucket, Key=key)
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code in ("404", "NoSuchKey", "NoSuchBucket"):
-            raise NotFoundError(f"data object not found: {uri}") from exc
-        raise InvalidInputError(f"cannot read {uri}: {exc}") from exc
-    except BotoCoreError as exc:
-        raise InvalidInputError(f"cannot read {uri}: {exc}") from exc
+    _s3_object(
+        parsed.netloc,
+        parsed.path.lstrip("/"),
+        uri,
+        lambda client, bucket, key: client.head_object(Bucket=bucket, Key=key),
+    )
 
 
 def _fetch_s3(bucket: str, key: str, dst_dir: Path, uri: str) -> Path:
+    target = dst_dir / Path(key).name
+
+    def download(client: Any, bucket: str, key: str) -> None:
+        dst_dir.mkdir(parents=True, exist_ok=True)
+        client.download_file(bucket, key, str(target))
+
+    _s3_object(bucket, key, uri, download)
+    return target
+
+
+def _s3_object(bucket: str, key: str, uri: str, op: Callable[[Any, str, str], object]) -> None:
+    """Run ``op(s3_client, bucket, key)``, turning boto3's failures into hybridml's errors for ``uri``."""
     if not bucket or not key:
         raise InvalidInputError(f"malformed S3 URI {uri!r} (expected s3://BUCKET/KEY)")
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
-    dst_dir.mkdir(parents=True, exist_ok=True)
-    target = dst_dir / Path(key).name
     try:
-        boto3.client("s3").download_file(bucket, key, str(target))
+        op(boto3.client("s3"), bucket, key)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         if code in ("404", "NoSuchKey", "NoSuchBucket"):
@@ -92,4 +95,3 @@ def _fetch_s3(bucket: str, key: str, dst_dir: Path, uri: str) -> Path:
         raise InvalidInputError(f"cannot read {uri}: {exc}") from exc
     except BotoCoreError as exc:
         raise InvalidInputError(f"cannot read {uri}: {exc}") from exc
-    return target
