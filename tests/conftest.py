@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-TIERS = ("unit", "integration", "cli", "e2e")
+TIERS = ("unit", "integration", "cli", "e2e", "mutation")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -15,6 +18,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         parts = item.path.relative_to(config.rootpath).parts
         if len(parts) > 1 and parts[0] == "tests" and parts[1] in TIERS:
             item.add_marker(getattr(pytest.mark, parts[1]))
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored() -> Iterator[None]:
+    """Undo what a test's in-process CLI call wrote into os.environ (it sets HYBRIDML_HOME for its steps).
+
+    Without this, a later test that starts the real `hybridml` inherits another test's home and starts a
+    background process for it that outlives the run.
+    """
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -30,3 +46,22 @@ def _no_stray_mlflow_store(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     created = sorted(name for name in strays if (root / name).exists() and name not in before)
     assert not created, f"a test or code path wrote MLflow's default store into {root}: {created}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_background_process_left(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Fail the run if a `hybridml` background process for a test's home outlives the tests (and stop it)."""
+    yield
+    base = str(tmp_path_factory.getbasetemp())
+    left = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"hybridml.daemon" in args and any(a.decode(errors="replace").startswith(base) for a in args):
+            pid = int(cmdline.parent.name)
+            left.append(pid)
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGTERM)
+    assert not left, f"tests left hybridml background processes running (stopped now): {left}"
