@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: setup demo test lint typecheck security compile benchmark benchmark-serving benchmark-cli predictor-env clean
+.PHONY: setup demo test lint typecheck security compile benchmark benchmark-serving benchmark-cli predictor-env mutation clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -61,6 +61,10 @@ benchmark-serving: setup
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .hybridml .pytest_cache .mypy_cache .ruff_cache
+
+## mutation: mutmut over [tool.mutmut] (or MODULES=...) with the unit tests: score per module, survivors, wall time
+mutation: setup
+	$(BIN)/python scripts/mutation.py $(MODULES) $(if $(MUTATION_TESTS),--tests $(MUTATION_TESTS))
 
 ## predictor-env: the predictor's own install (base dependencies only, as in serving/Dockerfile) and its size
 predictor-env: $(UV)

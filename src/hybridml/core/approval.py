@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from hybridml.errors import ConflictError, InvalidInputError
@@ -36,6 +37,8 @@ def decide(roc_auc: float, threshold: float, champion_roc_auc: float | None, tol
     """
     check_threshold("threshold", threshold)
     check_threshold("tolerance", tolerance)
+    if not math.isfinite(roc_auc):  # NaN compares False with everything: it would pass every test below
+        return Decision(PENDING, f"ROC AUC {roc_auc} is not a finite score; needs manual approval")
     if roc_auc < threshold:
         return Decision(PENDING, f"ROC AUC {roc_auc:.4f} is below the threshold {threshold:.4f}; needs manual approval")
     if champion_roc_auc is not None and roc_auc < champion_roc_auc - tolerance:

@@ -22,7 +22,7 @@ import re
 from hybridml.errors import InvalidInputError
 
 MAX_NAME_LENGTH = 40
-_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_NAME = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")  # fullmatch: "$" would accept a trailing newline
 
 RULE = (
     f"1-{MAX_NAME_LENGTH} characters of lower-case letters, digits and '-', starting with a letter and ending"
@@ -36,7 +36,7 @@ def check_model_name(name: object) -> str:
     Raises:
         InvalidInputError: ``name`` is not a string of :data:`RULE`.
     """
-    if not isinstance(name, str) or len(name) > MAX_NAME_LENGTH or not _NAME.match(name):
+    if not isinstance(name, str) or len(name) > MAX_NAME_LENGTH or not _NAME.fullmatch(name):
         shown = repr(name) if not isinstance(name, str) or len(name) <= 80 else repr(name[:77] + "...")
         raise InvalidInputError(f"invalid model name {shown}: use {RULE}")
     return name

@@ -26,7 +26,7 @@ class VariantRef:
 
 def parse_canary(spec: str) -> VariantRef:
     """``NAME/VERSION:PCT`` (PCT in 1-99) as a VariantRef; raises InvalidInputError naming the expected form."""
-    match = _CANARY.match(spec)
+    match = _CANARY.fullmatch(spec)
     if not match or not 1 <= int(match["pct"]) <= 99:
         raise InvalidInputError(f"--canary must look like NAME/VERSION:PCT with PCT in 1-99, got {spec!r}")
     return VariantRef(match["name"], match["version"], int(match["pct"]))
@@ -34,7 +34,7 @@ def parse_canary(spec: str) -> VariantRef:
 
 def parse_shadow(spec: str) -> VariantRef:
     """``NAME/VERSION`` as a VariantRef; raises InvalidInputError naming the expected form."""
-    match = _REF.match(spec)
+    match = _REF.fullmatch(spec)
     if not match:
         raise InvalidInputError(f"--shadow must look like NAME/VERSION, got {spec!r}")
     return VariantRef(match["name"], match["version"])

@@ -241,6 +241,10 @@ def _decode_binary(tensor: Tensor, raw: bytes) -> Any:
             if pos + 4 > len(raw):
                 raise InvalidInputError(f"input {tensor.name!r}: truncated BYTES element")
             (length,) = struct.unpack_from("<I", raw, pos)
+            if pos + 4 + length > len(raw):
+                raise InvalidInputError(
+                    f"input {tensor.name!r}: BYTES element of {length} bytes runs past the tensor's binary data"
+                )
             values.append(raw[pos + 4 : pos + 4 + length].decode("utf-8", "replace"))
             pos += 4 + length
         return values

@@ -291,3 +291,11 @@ def test_state_is_written_atomically_as_sorted_json(local: FakeLocal, xgb_bundle
     assert text == json.dumps(state, indent=2, sort_keys=True)
     assert {"name", "pid", "port", "endpoint", "control", "stable", "canary", "shadow", "host"} <= set(state)
     assert not list(local.state_dir.glob("*.tmp"))  # the temporary file was renamed into place
+
+
+@pytest.mark.parametrize("version", ["1\n", "v2\n", "1/..", "", "-1"])
+def test_a_version_that_would_be_an_odd_file_name_is_refused(version: str) -> None:
+    from hybridml.deploy.local.state import check_version
+
+    with pytest.raises(InvalidInputError, match="invalid version"):
+        check_version(version)

@@ -238,3 +238,11 @@ def test_input_bins_follow_the_reference_profile(mixed_frame: pd.DataFrame) -> N
     categories = schema.features[schema.names.index("color")].categories
     shares = category_shares(live["color"], categories)
     assert [counts["color"][str(i)] for i in range(len(categories))] == [shares[c] * len(live) for c in categories]
+
+
+@pytest.mark.parametrize("spec", ["m/1:10\n", "m/1:10 ", "m/1:0", "m/1:100", "m:10"])
+def test_canary_specs_are_matched_whole(spec: str) -> None:
+    from hybridml.serving.cli_support import parse_canary
+
+    with pytest.raises(InvalidInputError, match="--canary must look like NAME/VERSION:PCT"):
+        parse_canary(spec)

@@ -22,7 +22,7 @@ ROLES = ("stable", "canary", "shadow")
 def check_version(version: str | int) -> str:
     """``version`` as a label that is safe as a directory name (an int becomes its string)."""
     text = str(version) if isinstance(version, int) and not isinstance(version, bool) else version
-    if not isinstance(text, str) or not _VERSION.match(text):
+    if not isinstance(text, str) or not _VERSION.fullmatch(text):
         raise InvalidInputError(f"invalid version {version!r}: use letters, digits, '.', '_' and '-'")
     return text
 
@@ -50,7 +50,7 @@ class StateStore:
         try:
             return check_model_name(name)
         except InvalidInputError:
-            if not new and isinstance(name, str) and _LEGACY_NAME.match(name) and self.state_file(name).is_file():
+            if not new and isinstance(name, str) and _LEGACY_NAME.fullmatch(name) and self.state_file(name).is_file():
                 return name
             raise
 
