@@ -30,8 +30,8 @@ demo: setup
 	@echo "Stop the endpoint with: $(BIN)/hybridml endpoints delete hybridml-model"
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 
 typecheck: setup
 	$(BIN)/mypy
