@@ -28,6 +28,7 @@ demo: setup
 	@echo "State lives in $${HYBRIDML_HOME:-./.hybridml}. Browse it with:"
 	@echo "  $(BIN)/mlflow ui --backend-store-uri sqlite:///$${HYBRIDML_HOME:-$$PWD/.hybridml}/mlflow.db --port 5000"
 	@echo "Stop the endpoint with: $(BIN)/hybridml endpoints delete hybridml-model"
+	@echo "A background process keeps the CLI warm and stops after 15 idle minutes: $(BIN)/hybridml daemon stop"
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks scripts
