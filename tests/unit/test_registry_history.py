@@ -11,7 +11,8 @@ import pytest
 import requests
 from mlflow.exceptions import MlflowException, RestException
 
-from hybridml.adapters.mlflow_client import HTTP_SETTINGS, Failure, classify, configure_http, redact, translate
+from hybridml.adapters.mlflow_client import HTTP_SETTINGS, Failure, classify, configure_http, translate
+from hybridml.core.secrets import redact
 from hybridml.errors import ConflictError, HybridmlError, InvalidInputError, NotFoundError, NotReadyError
 from hybridml.registry import retry
 from hybridml.registry._mlflow import history

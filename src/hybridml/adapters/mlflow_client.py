@@ -26,13 +26,13 @@ import os
 import sys
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import requests
 import urllib3.exceptions
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from hybridml.core.secrets import redact
 from hybridml.errors import ConflictError, HybridmlError, InvalidInputError, NotFoundError, NotReadyError
 
 # Refused: 3 tries 0 s and ~2-2.5 s apart, so a stopped server is reported within ~3 s per call. Unanswered:
@@ -166,16 +166,6 @@ def is_backend_error(exc: BaseException) -> bool:
         return True
     sa_exc = sys.modules.get("sqlalchemy.exc")
     return sa_exc is not None and isinstance(exc, sa_exc.SQLAlchemyError)
-
-
-def redact(uri: str) -> str:
-    """``uri`` without a password (tracking URIs may hold ``user:password@``)."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _why_unreachable(exc: BaseException) -> str:

@@ -9,6 +9,7 @@ import numpy as np
 import optuna
 
 from hybridml.core import evaluate, model
+from hybridml.core.secrets import redact
 from hybridml.errors import InvalidInputError
 
 Objective = Callable[[optuna.Trial], float]
@@ -83,7 +84,7 @@ def storage_from_uri(uri: str) -> optuna.storages.BaseStorage | None:
         return JournalStorage(JournalFileBackend(uri.removeprefix("journal:").removeprefix("//")))
     if "://" not in uri:
         raise InvalidInputError(
-            f"unsupported HPO storage {uri!r} (use memory, sqlite:///FILE, an RDB URL or journal:FILE)"
+            f"unsupported HPO storage {redact(uri)!r} (use memory, sqlite:///FILE, an RDB URL or journal:FILE)"
         )
     return optuna.storages.RDBStorage(uri)
 

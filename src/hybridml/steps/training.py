@@ -10,6 +10,7 @@ import pandas as pd
 
 from hybridml.core import data, evaluate, hpo, model, profile
 from hybridml.core.evaluate import RocResult
+from hybridml.core.secrets import redact
 from hybridml.errors import InvalidInputError
 from hybridml.steps import plots
 from hybridml.steps.prepare import load_split
@@ -185,7 +186,7 @@ def search(
                 "model_type": model_type,
                 "n_trials": n_trials,
                 "timeout_s": timeout_s,
-                "storage": storage or "memory",
+                "storage": redact(storage) if storage else "memory",  # a database URI may hold a password
                 "sampler": "TPE",
                 "pruner": "median",
             },

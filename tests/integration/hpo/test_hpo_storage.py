@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,3 +69,30 @@ def test_in_memory_study_starts_over() -> None:
     hpo.optimize(_objective(calls), n_trials=3, timeout_s=None, storage="", study_name="s")
     hpo.optimize(_objective(calls), n_trials=3, timeout_s=None, storage="", study_name="s")
     assert calls == [0, 1, 2, 0, 1, 2]
+
+
+def test_the_hpo_step_never_records_the_storage_password(postgres_uri: str, tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    from hybridml.steps import prepare, training
+
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    paths = {k: str(tmp_path / f"{k}.parquet") for k in ("train", "valid", "test")}
+    prepare.preprocess(
+        data_uri="", target="", seed=1, test_size=0.2, threshold=0.75, model_name="m", tracking_uri=tracking,
+        train_path=paths["train"], valid_path=paths["valid"], test_path=paths["test"],
+        schema_path=str(tmp_path / "s.json"),
+    )  # fmt: skip
+    # The test server trusts local connections, so the password is accepted and ignored: only its echo matters.
+    with_password = postgres_uri.replace("postgres@", "postgres:s3cret-pw@")
+    result = training.search(
+        train_path=paths["train"], valid_path=paths["valid"], schema_path=str(tmp_path / "s.json"),
+        model_type="logistic_regression", n_trials=2, timeout_s=60, storage=with_password, seed=1,
+        tracking_uri=tracking, experiment="hpo-secrets", pipeline_run_id="p1",
+    )  # fmt: skip
+    params = MlflowClient(tracking).get_run(result.run_id).data.params
+    assert params["storage"] == with_password.replace("s3cret-pw", "***")
+    client = MlflowClient(tracking)
+    experiment = client.get_experiment_by_name("hpo-secrets")
+    for run in client.search_runs([experiment.experiment_id]):
+        assert "s3cret-pw" not in json.dumps([run.data.params, run.data.tags])

@@ -1,0 +1,23 @@
+"""Credentials never leave in what hybridml logs or prints."""
+
+from __future__ import annotations
+
+import pytest
+
+from hybridml.core.secrets import redact
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        ("postgresql+psycopg2://optuna:pw@db:5432/optuna", "postgresql+psycopg2://optuna:***@db:5432/optuna"),
+        ("http://bob:secret@127.0.0.1:5000", "http://bob:***@127.0.0.1:5000"),
+        ("https://u:p%40ss@mlflow.example/", "https://u:***@mlflow.example/"),
+        ("http://bob@host", "http://bob@host"),
+        ("sqlite:////tmp/a.db", "sqlite:////tmp/a.db"),
+        ("", ""),
+        ("http://u:p@host:notaport/", "<unparsable URI>"),
+    ],
+)
+def test_passwords_are_redacted(uri: str, shown: str) -> None:
+    assert redact(uri) == shown
