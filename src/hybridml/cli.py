@@ -357,12 +357,26 @@ def serve(
         shadow_spec = _model_ref(registry, f"{shadow_ref.name}/{shadow_ref.version}", fetch) if shadow_ref else None
         target.serve(stable.name, stable, canary=canary_spec, shadow=shadow_spec, port=port)
         deployment = target.wait_until_ready(stable.name, timeout_s=target.config.start_timeout_s)
+    _say_where_control_listens(target.config.host, target.config.control_token_file)
     payload = {
         **asdict(deployment),
         "payload_log": str(target.payload_log(stable.name)),
         "feedback_log": str(target.feedback_log(stable.name)),
     }
     _emit(payload, as_json)
+
+
+def _say_where_control_listens(host: str, token_file: str | None) -> None:
+    """Tell a user who opened inference beyond loopback without a token that control did not follow it."""
+    from hybridml.serving.auth import TOKEN_ENV, is_loopback_host
+
+    if not is_loopback_host(host) and token_file is None and not os.environ.get(TOKEN_ENV):
+        err.print(
+            f"note: inference listens on {host}; control (promote, rollback, traffic, feedback) stays on loopback"
+            f" because no control token is set (--deploy-config control_token_file or {TOKEN_ENV})",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command()

@@ -202,3 +202,33 @@ def test_a_config_file_with_a_bad_key_is_refused_naming_it(home: Path) -> None:
     code, _, err = invoke(home, "serve", "--model", "cancer/1", "--deploy-config", str(config))
     assert code == 2
     assert err.strip() == "error: deploy config is for target 'sagemaker', not 'local'"
+
+
+@pytest.mark.parametrize(
+    ("host", "token_file", "env_token", "noted"),
+    [
+        ("0.0.0.0", None, None, True),
+        ("::", None, None, True),
+        ("0.0.0.0", "/run/secrets/token", None, False),
+        ("0.0.0.0", None, "t0ken", False),
+        ("127.0.0.1", None, None, False),
+        ("localhost", None, None, False),
+    ],
+)
+def test_serve_says_control_stays_on_loopback_without_a_token(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    host: str,
+    token_file: str | None,
+    env_token: str | None,
+    noted: bool,
+) -> None:
+    from hybridml.cli import _say_where_control_listens
+
+    monkeypatch.delenv("HYBRIDML_CONTROL_TOKEN", raising=False)
+    if env_token:
+        monkeypatch.setenv("HYBRIDML_CONTROL_TOKEN", env_token)
+    _say_where_control_listens(host, token_file)
+    said = capsys.readouterr().err
+    assert ("control (promote, rollback, traffic, feedback) stays on loopback" in said) is noted
+    assert "t0ken" not in said
