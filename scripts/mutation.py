@@ -137,6 +137,9 @@ def main() -> int:
         run = subprocess.run(
             [str(MUTMUT), "run", "--max-children", str(args.max_children)],
             cwd=args.workdir,
+            # mutmut forks its workers from a process that has trained models: XGBoost's and OpenMP's thread pools
+            # then spin in every worker (each mutant hit the CPU limit and counted as a false kill). One thread each.
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
             stdout=log,
             stderr=subprocess.STDOUT,
             check=False,
