@@ -253,11 +253,23 @@ def models_history(
     out.print(table)
 
 
-def _set_status(ctx: typer.Context, name: str, version: int, status: str, reason: str, as_json: bool) -> None:
+ExpectOption = Annotated[
+    str | None,
+    typer.Option(
+        "--expect",
+        help="Change it only if its status is still this one (PendingManualApproval, Approved or Rejected): another"
+        " reviewer's decision in between makes this a conflict (exit 4) instead of overriding it.",
+    ),
+]
+
+
+def _set_status(
+    ctx: typer.Context, name: str, version: int, status: str, reason: str, expect: str | None, as_json: bool
+) -> None:
     with _errors(ctx):
         if not reason.strip():
             raise InvalidInputError("--reason must not be empty: it is kept in the model's history")
-        info = _registry(ctx).set_status(name, version, status, reason=reason)
+        info = _registry(ctx).set_status(name, version, status, reason=reason, expected=expect)
     _emit(asdict(info), as_json)
 
 
@@ -267,10 +279,11 @@ def models_approve(
     name: str,
     version: int,
     reason: Annotated[str, typer.Option(help="Why (kept in the history).")],
+    expect: ExpectOption = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Approve a version; it becomes the champion."""
-    _set_status(ctx, name, version, "Approved", reason, as_json)
+    _set_status(ctx, name, version, "Approved", reason, expect, as_json)
 
 
 @models_app.command("reject")
@@ -279,10 +292,11 @@ def models_reject(
     name: str,
     version: int,
     reason: Annotated[str, typer.Option(help="Why (kept in the history).")],
+    expect: ExpectOption = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Reject a version (a rejected champion loses the alias)."""
-    _set_status(ctx, name, version, "Rejected", reason, as_json)
+    _set_status(ctx, name, version, "Rejected", reason, expect, as_json)
 
 
 # -------------------------------------------------------------------------------------------- serving / predict
@@ -448,9 +462,14 @@ def feedback(
     label: Annotated[str | None, typer.Option(help="True label: 0, 1, true, false or a class name.")] = None,
     target: TargetOption = None,
     deploy_config: DeployConfigOption = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(help="Bearer token for a server off loopback (default: env HYBRIDML_CONTROL_TOKEN, if set)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Attach ground-truth labels to served predictions (appended to the endpoint's feedback log)."""
+    from hybridml.serving.auth import read_token
     from hybridml.serving.cli_support import send_feedback
 
     with _errors(ctx):
@@ -465,7 +484,8 @@ def feedback(
         else:
             labels = {request_id: _label(label)}
         url = endpoint or _target(ctx, target, deploy_config).status(str(model)).endpoint
-        accepted = send_feedback(url, labels)
+        token = read_token(str(token_file) if token_file else None, os.environ)
+        accepted = send_feedback(url, labels, token=token.decode() if token is not None else None)
     _emit({"endpoint": url, "accepted": accepted}, as_json)
 
 

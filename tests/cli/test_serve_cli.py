@@ -232,3 +232,30 @@ def test_serve_says_control_stays_on_loopback_without_a_token(
     said = capsys.readouterr().err
     assert ("control (promote, rollback, traffic, feedback) stays on loopback" in said) is noted
     assert "t0ken" not in said
+
+
+@pytest.mark.parametrize("source", ["file", "env", "none"])
+def test_feedback_sends_the_control_token_from_a_file_or_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    import hybridml.serving.cli_support as cli_support
+
+    sent: list[str | None] = []
+
+    def fake_send(endpoint: str, labels: dict[str, object], timeout_s: float = 10, token: str | None = None) -> int:
+        sent.append(token)
+        return len(labels)
+
+    monkeypatch.setattr(cli_support, "send_feedback", fake_send)
+    monkeypatch.delenv("HYBRIDML_CONTROL_TOKEN", raising=False)
+    url = "http://predictor.example:8080"  # never contacted: send_feedback is replaced above
+    args = ["--home", str(tmp_path), "feedback", "--endpoint", url, "--request-id", "r", "--label", "1"]
+    if source == "file":
+        (tmp_path / "token").write_text("from-a-file\n")  # a mounted Secret often ends in a newline
+        args += ["--token-file", str(tmp_path / "token")]
+    elif source == "env":
+        monkeypatch.setenv("HYBRIDML_CONTROL_TOKEN", "from-env")
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert sent == [{"file": "from-a-file", "env": "from-env", "none": None}[source]]
+    assert "from-" not in result.output  # the token is never echoed

@@ -72,6 +72,10 @@ CASES: dict[str, tuple[Make, str]] = {
         lambda d: ["models", "approve", "no-such-model", "1", "--reason", "x"],
         "no-such-model",
     ),
+    "approve expecting a status another reviewer changed": (
+        lambda d: ["models", "approve", "hybridml-model", "1", "--reason", "x", "--expect", "PendingManualApproval"],
+        "version 1 is Approved, not PendingManualApproval",
+    ),
     "show a non-existent model": (lambda d: ["models", "show", "no-such-model/1"], "no-such-model"),
 }
 
