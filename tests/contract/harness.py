@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import builtins
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from hybridml.deploy import DeployTarget, ModelRef
+from hybridml.deploy import Deployment, DeployTarget, ModelRef
+from hybridml.errors import NotFoundError
 
 
 @dataclass
@@ -51,3 +54,54 @@ class FakeClock:
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.now += seconds
+
+
+class ScriptedTarget(DeployTarget):
+    """A target serving only ``m`` that becomes ready on poll number ``ready_on`` (1-based; None: never).
+
+    Each status call takes ``poll_cost_s`` of the fake clock; the detail is ``poll N``. The unit tests of
+    ``wait_until_ready`` drive it; everything but status is out of their scope.
+    """
+
+    target_name = "scripted"
+
+    def __init__(self, clock: FakeClock, ready_on: int | None = None, poll_cost_s: float = 0.0) -> None:
+        super().__init__(clock=clock, sleep=clock.sleep)
+        self.clock = clock
+        self.ready_on = ready_on
+        self.poll_cost_s = poll_cost_s
+        self.polled_at: builtins.list[float] = []
+
+    def status(self, name: str) -> Deployment:
+        if name != "m":
+            raise NotFoundError(f"no deployment {name!r}")
+        if len(self.polled_at) >= 10_000:
+            raise AssertionError("wait_until_ready kept polling past any budget")
+        self.polled_at.append(self.clock.now)
+        self.clock.now += self.poll_cost_s
+        ready = self.ready_on is not None and len(self.polled_at) >= self.ready_on
+        return Deployment(name, "scripted", "http://x", "1", None, 0, ready, f"poll {len(self.polled_at)}")
+
+    def deploy(self, ref: ModelRef, traffic_percent: int = 100) -> Deployment:
+        raise NotImplementedError
+
+    def set_traffic(self, name: str, percent: int) -> Deployment:
+        raise NotImplementedError
+
+    def shadow(self, name: str, ref: ModelRef | None) -> Deployment:
+        raise NotImplementedError
+
+    def promote(self, name: str) -> Deployment:
+        raise NotImplementedError
+
+    def rollback(self, name: str) -> Deployment:
+        raise NotImplementedError
+
+    def delete(self, name: str) -> None:
+        raise NotImplementedError
+
+    def list(self) -> builtins.list[Deployment]:
+        return []
+
+    def invoke(self, name: str, rows: Sequence[Mapping[str, Any]], protocol: str = "v2") -> builtins.list[float]:
+        raise NotImplementedError

@@ -3,15 +3,12 @@ not a multiple of the poll interval, the sticky canary share over many keys, and
 
 from __future__ import annotations
 
-import builtins
 import math
 import re
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -34,7 +31,6 @@ from hybridml.core.approval import (
     decide,
     plan,
 )
-from hybridml.deploy import Deployment, DeployTarget, ModelRef
 from hybridml.errors import ConflictError, InvalidInputError, NotReadyError
 from hybridml.serving.payload_log import (
     MAX_REQUEST_ID_CHARS,
@@ -45,7 +41,7 @@ from hybridml.serving.payload_log import (
     read_records,
 )
 from hybridml.serving.router import CANARY, STABLE, RouterApp, Worker, bucket
-from tests.contract.harness import FakeClock
+from tests.contract.harness import FakeClock, ScriptedTarget
 
 pytestmark = pytest.mark.unit
 
@@ -201,51 +197,6 @@ def test_champion_alias_only_on_approved() -> None:
 
 
 # ------------------------------------------------------------------------------------- wait_until_ready budget
-
-
-class ScriptedTarget(DeployTarget):
-    """Becomes ready on poll number ``ready_on`` (1-based; None: never); each poll takes ``poll_cost_s``."""
-
-    target_name = "scripted"
-
-    def __init__(self, clock: FakeClock, ready_on: int | None = None, poll_cost_s: float = 0.0) -> None:
-        super().__init__(clock=clock, sleep=clock.sleep)
-        self.clock = clock
-        self.ready_on = ready_on
-        self.poll_cost_s = poll_cost_s
-        self.polled_at: builtins.list[float] = []
-
-    def status(self, name: str) -> Deployment:
-        if len(self.polled_at) >= 10_000:
-            raise AssertionError("wait_until_ready kept polling past any budget")
-        self.polled_at.append(self.clock.now)
-        self.clock.now += self.poll_cost_s
-        ready = self.ready_on is not None and len(self.polled_at) >= self.ready_on
-        return Deployment(name, "scripted", "http://x", "1", None, 0, ready, f"poll {len(self.polled_at)}")
-
-    def deploy(self, ref: ModelRef, traffic_percent: int = 100) -> Deployment:
-        raise NotImplementedError
-
-    def set_traffic(self, name: str, percent: int) -> Deployment:
-        raise NotImplementedError
-
-    def shadow(self, name: str, ref: ModelRef | None) -> Deployment:
-        raise NotImplementedError
-
-    def promote(self, name: str) -> Deployment:
-        raise NotImplementedError
-
-    def rollback(self, name: str) -> Deployment:
-        raise NotImplementedError
-
-    def delete(self, name: str) -> None:
-        raise NotImplementedError
-
-    def list(self) -> builtins.list[Deployment]:
-        return []
-
-    def invoke(self, name: str, rows: Sequence[Mapping[str, Any]], protocol: str = "v2") -> builtins.list[float]:
-        raise NotImplementedError
 
 
 def test_budget_not_a_multiple_of_the_poll_interval_cuts_the_last_sleep() -> None:

@@ -2,89 +2,39 @@
 
 from __future__ import annotations
 
-import builtins
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
 
 from hybridml.core.data import infer_schema
 from hybridml.core.schema import FeatureSchema
-from hybridml.deploy import Deployment, DeployTarget, ModelRef, check_traffic_percent
+from hybridml.deploy import Deployment, ModelRef, check_traffic_percent
 from hybridml.deploy.contract import check_rows, check_split_percent
 from hybridml.errors import InvalidInputError, NotFoundError, NotReadyError
-from tests.contract.harness import FakeClock
+from tests.contract.harness import FakeClock, ScriptedTarget
 
 pytestmark = pytest.mark.unit
 
 
-class ScriptedTarget(DeployTarget):
-    """A target whose status becomes ready after ``ready_after`` polls; each poll costs ``poll_cost_s``."""
-
-    target_name = "fake"
-
-    def __init__(self, clock: FakeClock, ready_after: int | None, poll_cost_s: float = 0.0) -> None:
-        super().__init__(clock=clock, sleep=clock.sleep)
-        self.clock = clock
-        self.ready_after = ready_after
-        self.poll_cost_s = poll_cost_s
-        self.polled_at: list[float] = []
-
-    def status(self, name: str) -> Deployment:
-        if name != "m":
-            raise NotFoundError(f"no deployment {name!r}")
-        self.polled_at.append(self.clock.now)
-        self.clock.now += self.poll_cost_s
-        ready = self.ready_after is not None and len(self.polled_at) > self.ready_after
-        detail = "serving 1" if ready else f"starting (poll {len(self.polled_at)})"
-        return Deployment("m", "fake", "http://x", "1", None, 0, ready, detail)
-
-    def deploy(self, ref: ModelRef, traffic_percent: int = 100) -> Deployment:
-        raise NotImplementedError
-
-    def set_traffic(self, name: str, percent: int) -> Deployment:
-        raise NotImplementedError
-
-    def shadow(self, name: str, ref: ModelRef | None) -> Deployment:
-        raise NotImplementedError
-
-    def promote(self, name: str) -> Deployment:
-        raise NotImplementedError
-
-    def rollback(self, name: str) -> Deployment:
-        raise NotImplementedError
-
-    def delete(self, name: str) -> None:
-        raise NotImplementedError
-
-    def list(self) -> builtins.list[Deployment]:
-        return []
-
-    def invoke(self, name: str, rows: Sequence[Mapping[str, Any]], protocol: str = "v2") -> builtins.list[float]:
-        raise NotImplementedError
-
-
 def test_wait_backs_off_exponentially_up_to_the_cap() -> None:
     clock = FakeClock()
-    target = ScriptedTarget(clock, ready_after=6)
+    target = ScriptedTarget(clock, ready_on=7)
     deployment = target.wait_until_ready("m", timeout_s=60, first_poll_s=0.1, max_poll_s=0.5)
-    assert deployment.ready and deployment.detail == "serving 1"
+    assert deployment.ready and deployment.detail == "poll 7"
     assert clock.sleeps == pytest.approx([0.1, 0.2, 0.4, 0.5, 0.5, 0.5])
     assert len(target.polled_at) == 7
 
 
 def test_default_polls_start_fast_and_cap_at_two_seconds() -> None:
     clock = FakeClock()
-    ScriptedTarget(clock, ready_after=8).wait_until_ready("m", timeout_s=60)
+    ScriptedTarget(clock, ready_on=9).wait_until_ready("m", timeout_s=60)
     assert clock.sleeps == pytest.approx([0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0])
 
 
 def test_a_budget_that_is_no_multiple_of_the_interval_is_kept_exactly() -> None:
     clock = FakeClock()
-    target = ScriptedTarget(clock, ready_after=None)
-    with pytest.raises(
-        NotReadyError, match=r"^deployment 'm' not ready after 1s \(last status: starting \(poll 5\)\)$"
-    ):
+    target = ScriptedTarget(clock, ready_on=None)
+    with pytest.raises(NotReadyError, match=r"^deployment 'm' not ready after 1s \(last status: poll 5\)$"):
         target.wait_until_ready("m", timeout_s=1.0, first_poll_s=0.1, max_poll_s=10)
     # 0.1 + 0.2 + 0.4 = 0.7; the next pause would be 0.8 but is cut to the 0.3 left; a last poll at 1.0 decides.
     assert clock.sleeps == pytest.approx([0.1, 0.2, 0.4, 0.3])
@@ -94,7 +44,7 @@ def test_a_budget_that_is_no_multiple_of_the_interval_is_kept_exactly() -> None:
 
 def test_slow_status_calls_count_against_the_budget() -> None:
     clock = FakeClock()
-    target = ScriptedTarget(clock, ready_after=None, poll_cost_s=0.4)
+    target = ScriptedTarget(clock, ready_on=None, poll_cost_s=0.4)
     with pytest.raises(NotReadyError, match="not ready after 1s"):
         target.wait_until_ready("m", timeout_s=1.0, first_poll_s=0.1, max_poll_s=10)
     # Polls at 0 and 0.5 (0.4 of poll + 0.1 pause); at 0.9 the 0.2 pause is cut to the 0.1 left, so the last
@@ -106,9 +56,9 @@ def test_slow_status_calls_count_against_the_budget() -> None:
 
 def test_a_zero_budget_polls_once() -> None:
     clock = FakeClock()
-    assert ScriptedTarget(clock, ready_after=0).wait_until_ready("m", timeout_s=0).ready
+    assert ScriptedTarget(clock, ready_on=1).wait_until_ready("m", timeout_s=0).ready
     with pytest.raises(NotReadyError, match="not ready after 0s"):
-        ScriptedTarget(clock, ready_after=None).wait_until_ready("m", timeout_s=0)
+        ScriptedTarget(clock, ready_on=None).wait_until_ready("m", timeout_s=0)
     assert clock.sleeps == []
 
 
@@ -123,12 +73,12 @@ def test_a_zero_budget_polls_once() -> None:
 )
 def test_bad_wait_arguments_are_refused(kwargs: dict[str, float], message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
-        ScriptedTarget(FakeClock(), ready_after=0).wait_until_ready("m", **kwargs)
+        ScriptedTarget(FakeClock(), ready_on=1).wait_until_ready("m", **kwargs)
 
 
 def test_wait_for_unknown_name_is_not_found() -> None:
     with pytest.raises(NotFoundError):
-        ScriptedTarget(FakeClock(), ready_after=0).wait_until_ready("other", timeout_s=1)
+        ScriptedTarget(FakeClock(), ready_on=1).wait_until_ready("other", timeout_s=1)
 
 
 @pytest.mark.parametrize("percent", [0, 101, -5, 50.5, True, "50"])
