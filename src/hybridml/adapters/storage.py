@@ -47,8 +47,8 @@ def check_scheme(uri: str) -> ParseResult:
     return parsed
 
 
-def check_exists(uri: str) -> None:
-    """Refuse a data URI whose object does not exist, without downloading it.
+def check_exists(uri: str) -> ParseResult:
+    """``uri`` parsed, once its object is known to exist (nothing is downloaded).
 
     Raises:
         InvalidInputError: unsupported scheme or malformed URI.
@@ -59,13 +59,14 @@ def check_exists(uri: str) -> None:
         path = Path(unquote(parsed.path) if parsed.scheme == "file" else uri).expanduser()
         if not path.is_file():
             raise NotFoundError(f"data file not found: {path}")
-        return
+        return parsed
     _s3_object(
         parsed.netloc,
         parsed.path.lstrip("/"),
         uri,
         lambda client, bucket, key: client.head_object(Bucket=bucket, Key=key),
     )
+    return parsed
 
 
 def _fetch_s3(bucket: str, key: str, dst_dir: Path, uri: str) -> Path:

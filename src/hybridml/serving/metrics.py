@@ -22,12 +22,12 @@ FOLD_ROWS = 2048
 
 
 class _ScoreAndInputCollector(Collector):
-    """Score histogram and per-feature decile counts, accumulated in numpy and exported at scrape time.
+    """Score histogram and per-feature bin counts, accumulated in numpy and exported at scrape time.
 
     Observing each score or value through prometheus_client would cost a lock per value on the hot path.
     Batches are queued (a list append per request) and counted in one vectorised pass every ``FOLD_ROWS``
-    rows and at every scrape, so a scrape always sees every row scored before it. Cardinality is bounded:
-    features x 12 bins.
+    rows and at every scrape, so a scrape always sees every row scored before it. Cardinality is bounded by the
+    schema: per feature, its reference-profile bins (at most a dozen) plus one for missing values.
     """
 
     def __init__(

@@ -72,8 +72,7 @@ def preflight(*, data_uri: str, target: str, drop_columns: str, keep_columns: st
         raise InvalidInputError("--target is required with --data (the name of the 0/1 label column)")
     from hybridml.adapters import storage
 
-    storage.check_exists(data_uri)
-    parsed = storage.check_scheme(data_uri)
+    parsed = storage.check_exists(data_uri)
     if parsed.scheme == "s3":
         return  # its content is checked by preprocess, which downloads it anyway
     path = unquote(parsed.path) if parsed.scheme == "file" else data_uri
