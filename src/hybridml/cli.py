@@ -622,3 +622,16 @@ def main() -> None:
 
 
 __all__ = ["app", "main"]
+
+
+# ---------------------------------------------------------------- sub-commands kept in their own modules
+# Imported last: those modules import the helpers above (fail, _errors, _emit, _state) from this one.
+from hybridml import cli_canary, cli_deploy, cli_export, cli_monitor, cli_trigger  # noqa: E402
+
+app.add_typer(cli_monitor.app, name="monitor")
+app.add_typer(cli_canary.canary_app, name="canary")
+app.add_typer(cli_canary.ab_app, name="ab")
+app.add_typer(cli_trigger.app, name="trigger")
+app.add_typer(cli_export.app, name="export")
+if hasattr(cli_deploy, "deploy"):  # built by the SageMaker work (issue 9)
+    app.command("deploy")(cli_deploy.deploy)

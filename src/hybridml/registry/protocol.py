@@ -59,7 +59,8 @@ class ModelSummary:
 class HistoryEvent:
     """One change of a registered model or version: who did what, when and why.
 
-    ``action`` is ``registered``, ``status`` or ``alias``; ``detail`` reads like
+    ``action`` is ``registered``, ``status`` or ``alias`` (written by the registry itself), or ``deployment``,
+    ``canary``, ``mirror`` or ``monitor`` (recorded by other parts); for the first three ``detail`` reads like
     ``PendingManualApproval -> Approved`` (status) or ``champion: 2 -> 3`` (alias; ``none`` for no version).
     """
 
@@ -168,4 +169,15 @@ class ModelRegistry(Protocol):
 
     def set_version_tag(self, name: str, version: int | str, key: str, value: str) -> None:
         """Set one tag of a version."""
+        ...
+
+    def record_event(
+        self, name: str, version: int | str, action: str, detail: str, *, reason: str = "", actor: str | None = None
+    ) -> HistoryEvent:
+        """Append an event of another part of the platform to a version's history.
+
+        ``action`` is one of ``deployment``, ``canary``, ``mirror``, ``monitor``; ``detail`` is a short summary
+        (cut at 300 characters), ``reason`` the why and the figures (cut at 1,000). Unknown actions are refused
+        with InvalidInputError, a missing version with NotFoundError; nothing is written then.
+        """
         ...

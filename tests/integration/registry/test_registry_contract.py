@@ -176,6 +176,36 @@ def test_missing_things_are_not_found_and_change_nothing(
     assert (reg.list_versions(model_name), reg.aliases(model_name), reg.history(model_name)) == before
 
 
+def test_recorded_events_join_the_history_and_refusals_write_nothing(
+    backend: Backend, logged: tuple[str, str], model_name: str
+) -> None:
+    reg = Registry(backend.uri, user="pipeline")
+    register(reg, model_name, logged, "k")
+    reg.set_status(model_name, 1, APPROVED, reason="ok")
+    event = reg.record_event(
+        model_name, 1, "canary", "promote", reason='{"canary_auc": 0.91}', actor="canary-analysis"
+    )
+    assert (event.action, event.version, event.detail, event.reason, event.actor, event.model) == (
+        "canary", 1, "promote", '{"canary_auc": 0.91}', "canary-analysis", model_name,
+    )  # fmt: skip
+    assert event.at.endswith("Z")
+    history = reg.history(model_name, 1)
+    assert [e.action for e in history] == ["registered", "status", "alias", "canary"]
+    assert history[-1] == event
+    assert reg.record_event(model_name, "1", "deployment", "local: applied 100%").actor == "pipeline"
+    assert reg.get_version(model_name, 1).status == APPROVED  # a recorded event changes no state
+    before = reg.history(model_name)
+
+    for action in ("status", "alias", "registered", "deploy"):
+        with pytest.raises(InvalidInputError, match=f"history action '{action}' cannot be recorded"):
+            reg.record_event(model_name, 1, action, "x")
+    with pytest.raises(NotFoundError, match=rf"^model '{model_name}' has no version 7$"):
+        reg.record_event(model_name, 7, "canary", "x")
+    with pytest.raises(NotFoundError, match=r"^model 'no-such-model' not found$"):
+        reg.record_event("no-such-model", 1, "canary", "x")
+    assert reg.history(model_name) == before
+
+
 # ------------------------------------------------------------------------------------- concurrency
 
 

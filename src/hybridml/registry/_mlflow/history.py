@@ -15,6 +15,12 @@ REGISTERED = "registered"
 STATUS = "status"
 ALIAS = "alias"
 ACTIONS = (REGISTERED, STATUS, ALIAS)
+# Events other parts of the platform record about a version (the registry writes the three above itself).
+DEPLOYMENT = "deployment"  # a target applied, promoted, rolled back or deleted an endpoint of the version
+CANARY = "canary"  # a canary analysis decided promote / continue / rollback, with its figures
+MIRROR = "mirror"  # an approval status mirrored to or pulled from another registry (SageMaker)
+MONITOR = "monitor"  # drift found, or a retraining run started because of the version's traffic
+RECORDED_ACTIONS = (DEPLOYMENT, CANARY, MIRROR, MONITOR)
 
 # Registered-model tag values are VARCHAR(5000) in MLflow's SQL schema (PostgreSQL enforces it), so an event,
 # JSON-encoded, must stay well below that; the reason is the only free-text part and is cut first.

@@ -156,3 +156,9 @@ class Registry:
     def set_version_tag(self, name: str, version: int | str, key: str, value: str) -> None:
         """Set one tag of a version (not the status or history: those have their own methods)."""
         transitions.set_version_tag(self._b, name, version, key, value)
+
+    def record_event(
+        self, name: str, version: int | str, action: str, detail: str, *, reason: str = "", actor: str | None = None
+    ) -> HistoryEvent:
+        """Append a deployment, canary, mirror or monitor event to a version's history (and return it)."""
+        return transitions.record_event(self._b, name, version, action, detail, reason=reason, actor=actor)

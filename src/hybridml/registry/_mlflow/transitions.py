@@ -11,7 +11,7 @@ from hybridml.registry._mlflow import history
 from hybridml.registry._mlflow.backend import STATUS_TAG, Backend, tag_value, version_number
 from hybridml.registry._mlflow.lock import ModelLock
 from hybridml.registry._mlflow.reads import aliases, get_version, to_info
-from hybridml.registry.protocol import Policy, VersionInfo
+from hybridml.registry.protocol import HistoryEvent, Policy, VersionInfo
 
 LockFactory = Callable[[Backend, str, str], ModelLock]
 
@@ -170,6 +170,30 @@ def set_version_tag(b: Backend, name: str, version: int | str, key: str, value: 
     number = version_number(version)
     b.get_mv(name, number)
     b.set_mv_tag(name, number, key, tag_value(value))
+
+
+def record_event(
+    b: Backend, name: str, version: int | str, action: str, detail: str, *, reason: str, actor: str | None
+) -> HistoryEvent:
+    """Append one event of another part of the platform (deploy, canary, mirror, monitor) to a version's history.
+
+    No lock: it changes no state a rule depends on, and each event is its own tag, so writers never collide.
+
+    Raises:
+        InvalidInputError: ``action`` is not one of :data:`history.RECORDED_ACTIONS`.
+        NotFoundError: the model or version does not exist (nothing is written).
+    """
+    if action not in history.RECORDED_ACTIONS:
+        raise InvalidInputError(
+            f"history action {action!r} cannot be recorded; use one of {', '.join(history.RECORDED_ACTIONS)}"
+        )
+    number = version_number(version)
+    b.get_mv(name, number)
+    event = b.event(action, number, detail, reason, actor)
+    b.record(name, number, event, on_model=False)
+    decoded = history.decode(name, *event)
+    assert decoded is not None  # encode and decode are inverses
+    return decoded
 
 
 def _side(version: int | None) -> str:
