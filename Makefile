@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: setup demo test lint typecheck security compile benchmark benchmark-serving benchmark-cli predictor-env mutation clean
+.PHONY: setup demo test lint typecheck security compile benchmark benchmark-serving benchmark-cli predictor-env mutation clean aws-tools aws-check
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -40,8 +40,30 @@ typecheck: setup
 security: setup
 	$(BIN)/bandit -q -ll -r src
 
+AWS_TOOLS := infra/aws/tools
+ASL_VALIDATOR := $(AWS_TOOLS)/node_modules/.bin/asl-validator
+CHECKOV := $(TOOLS)/checkov/bin/checkov
+
+$(ASL_VALIDATOR): $(AWS_TOOLS)/package.json $(AWS_TOOLS)/package-lock.json
+	npm ci --prefix $(AWS_TOOLS) --no-audit --no-fund
+	@touch $@
+
+# checkov pins old boto3 and friends, so it gets its own venv instead of joining the project's lock.
+$(CHECKOV): infra/aws/checkov-requirements.txt | $(UV)
+	$(UV) venv -q --clear $(TOOLS)/checkov
+	$(UV) pip install -q --python $(TOOLS)/checkov/bin/python -r infra/aws/checkov-requirements.txt
+	@touch $@
+
+## aws-tools: asl-validator (npm, pinned by infra/aws/tools/package-lock.json) and checkov (own venv .tools/checkov)
+aws-tools: $(ASL_VALIDATOR) $(CHECKOV)
+
+## aws-check: the exported state machines through asl-validator, checkov over infra/aws
+aws-check: aws-tools
+	$(ASL_VALIDATOR) --json-path infra/aws/definitions/deploy.asl.json --json-path infra/aws/definitions/retrain.asl.json
+	$(CHECKOV) -d infra/aws --framework terraform --check $$(paste -sd, infra/aws/checkov-checks.txt) --skip-download --compact --quiet
+
 ## test: lint, type-check, security scan, then the test suite (unit, cli, integration; e2e skips here)
-test: lint typecheck security
+test: lint typecheck security aws-tools
 	$(BIN)/pytest -q
 
 compile: setup

@@ -22,6 +22,10 @@ ENV_VARS: dict[str, tuple[str, str]] = {
         "bearer token for the model server's control and feedback calls from off loopback (or --control-token-file)",
         "none: control answers loopback clients only",
     ),
+    "HYBRIDML_MODEL_NAME": ("model label of the predictor in SageMaker mode (`serve`; set in CreateModel)", "model"),
+    "HYBRIDML_MODEL_VERSION": ("version label of the predictor in SageMaker mode (`serve`)", "empty"),
+    "SM_MODEL_DIR": ("bundle directory of the predictor in SageMaker mode", "/opt/ml/model"),
+    "SAGEMAKER_BIND_TO_PORT": ("port SageMaker asks the predictor to listen on in SageMaker mode", "8080"),
     # MLflow reads these itself; hybridml sets them (unless set) so a stopped tracking server is noticed in seconds.
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": ("retries of one MLflow REST call", "2 (MLflow's own default: 7)"),
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": ("backoff factor between those retries", "1 (MLflow's: 2)"),

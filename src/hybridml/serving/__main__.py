@@ -1,4 +1,4 @@
-"""Model server entry point: ``python -m hybridml.serving --model-dir DIR --model-name NAME --bind-port PORT``."""
+"""Model server entry point: ``python -m hybridml.serving --model-dir DIR --model-name NAME`` (``serve``: SageMaker)."""
 
 from __future__ import annotations
 
@@ -72,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse flags, load the bundle(s) and serve until terminated; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    from hybridml.serving.sagemaker import is_serve
+
+    if is_serve(argv):  # SageMaker runs the image with the argument `serve`
+        from hybridml.serving.sagemaker import main as serve
+
+        return serve(argv)
     args = build_parser().parse_args(argv)
     from hybridml.serving.runtime import run_server
 

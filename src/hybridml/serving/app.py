@@ -281,32 +281,51 @@ class InferenceApp:
             raise NotFoundError(f"Model {name} version {version[:100]} does not exist.")
 
     async def _infer(self, path: str, headers: dict[str, str], body: bytes, *, v2: bool) -> Response:
+        if not v2:
+            self._check_model(path[len("/v1/models/") : -len(":predict")], None)
+            decode_v1 = lambda: protocol.v1_matrix(self.predictor, body)  # noqa: E731
+            return await self.infer(headers, decode_v1, lambda scores, _: protocol.v1_response(scores))
+        match = _V2_MODEL.match(path)
+        if not match or match.group(3) != "/infer":
+            return error_response(404, f"no route {path[:200]}")
+        self._check_model(match.group(1), match.group(2))
+        parsed: list[protocol.V2Request] = []  # the decoded request, which the V2 answer echoes (id, outputs)
+
+        def decode() -> tuple[np.ndarray, protocol.Sent]:
+            parsed.append(protocol.v2_request(body, headers))
+            return protocol.v2_decode(self.predictor, parsed[0])
+
+        def encode(scores: np.ndarray, request_id: str) -> tuple[bytes, dict[str, str]]:
+            return protocol.v2_response(self.name, self.version, parsed[0], request_id, scores)
+
+        return await self.infer(headers, decode, encode)
+
+    async def infer(
+        self,
+        headers: dict[str, str],
+        decode: Callable[[], tuple[np.ndarray, protocol.Sent]],
+        encode: Callable[[np.ndarray, str], bytes | tuple[bytes, dict[str, str]]],
+        content_type: bytes = JSON,
+    ) -> Response:
+        """Score one request of any wire format: the one path of timing, metrics and payload log.
+
+        Args:
+            headers: lower-case request headers (``x-request-id`` is honoured).
+            decode: parses and validates the body into (model matrix, values as sent); raises HybridmlError.
+            encode: the answer body for (scores, request id), or (body, extra headers); extra headers mean binary.
+            content_type: the answer's content type when ``encode`` adds no headers.
+        """
         start = time.perf_counter()
-        if v2:
-            match = _V2_MODEL.match(path)
-            if not match or match.group(3) != "/infer":
-                return error_response(404, f"no route {path[:200]}")
-            name, version = match.group(1), match.group(2)
-        else:
-            name, version = path[len("/v1/models/") : -len(":predict")], None
-        self._check_model(name, version)
         raw_id = headers.get(HEADER_REQUEST_ID)
         request_id = check_request_id(raw_id) if raw_id is not None else new_request_id()
         variant = self.variant  # the role this request came in: a promote while it waits in a batch keeps it
         try:
-            if v2:
-                request = protocol.v2_request(body, headers)
-                matrix, sent = protocol.v2_decode(self.predictor, request)
-            else:
-                matrix, sent = protocol.v1_matrix(self.predictor, body)
+            matrix, sent = decode()
             parsed = time.perf_counter()
             scores = await self.batcher.scores(matrix) if self.batcher else self.predictor.scores(matrix)
             predicted = time.perf_counter()
-            extra: dict[str, str] = {}
-            if v2:
-                answer, extra = protocol.v2_response(self.name, self.version, request, request_id, scores)
-            else:
-                answer = protocol.v1_response(scores)
+            encoded = encode(scores, request_id)
+            answer, extra = (encoded, {}) if isinstance(encoded, bytes) else encoded
         except HybridmlError as exc:
             self.metrics.request(exc.http_status)
             return error_response(exc.http_status, exc.message)
@@ -320,8 +339,7 @@ class InferenceApp:
         if self.payload_log is not None:
             self._log_payload(self.payload_log, request_id, variant, matrix, sent, unknown, scores)
         response = Response(200, answer, [*self._served_headers, (HEADER_REQUEST_ID, request_id), *extra.items()])
-        if extra:
-            response.content_type = b"application/octet-stream"
+        response.content_type = b"application/octet-stream" if extra else content_type
         return response
 
     def _log_payload(

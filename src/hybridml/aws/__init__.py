@@ -1,0 +1,1 @@
+"""AWS definitions hybridml exports: Step Functions state machines and the EventBridge rule (pure data)."""
