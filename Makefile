@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: setup demo test lint typecheck security compile benchmark benchmark-serving benchmark-cli predictor-env mutation clean aws-tools aws-check
+.PHONY: setup demo test lint typecheck security compile benchmark benchmark-serving benchmark-cli predictor-env mutation clean aws-tools aws-check dashboards
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -33,6 +33,11 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/ruff format --check src tests benchmarks scripts
+	$(BIN)/python -m hybridml.monitoring.dashboards.build --check
+
+## dashboards: regenerate the Grafana dashboard JSON and its ConfigMap (grafana-foundation-sdk)
+dashboards: setup
+	$(BIN)/python -m hybridml.monitoring.dashboards.build
 
 typecheck: setup
 	$(BIN)/mypy

@@ -329,6 +329,11 @@ class InferenceApp:
         except HybridmlError as exc:
             self.metrics.request(exc.http_status)
             return error_response(exc.http_status, exc.message)
+        except Exception:
+            # Counted here, answered by handle(): without a router in front, this counter is the only place an
+            # error-rate alert can see a scoring failure.
+            self.metrics.request(500)
+            raise
         done = time.perf_counter()
         self.metrics.request(200)
         self.metrics.stages((parsed - start, predicted - parsed, done - predicted, done - start))

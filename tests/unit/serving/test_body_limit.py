@@ -132,3 +132,24 @@ def test_the_inference_app_answers_a_chunked_oversized_body_with_413(xgb_bundle:
     start, end = sent
     assert start["status"] == 413
     assert orjson.loads(end["body"]) == {"error": f"request body is over the limit of {LIMIT} bytes"}
+
+
+def test_a_scoring_failure_answers_500_without_internals_and_is_counted(
+    xgb_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    predictor = BundlePredictor.load(xgb_bundle)
+    app = InferenceApp("cancer", "1", predictor)
+    body = orjson.dumps({"instances": [[0.0] * len(predictor.schema.features)]})
+
+    def broken(matrix: Any) -> Any:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(predictor, "scores", broken)
+    response = asyncio.run(app.handle("POST", "/v1/models/cancer:predict", {}, body))
+    assert (response.status, _error(response)) == (500, "internal server error")
+    value = app.metrics.registry.get_sample_value(
+        "hybridml_requests_total", {"model": "cancer", "version": "1", "variant": "stable", "code": "500"}
+    )
+    assert value == 1.0
+    monkeypatch.undo()
+    assert asyncio.run(app.handle("POST", "/v1/models/cancer:predict", {}, body)).status == 200  # still serving
