@@ -90,6 +90,15 @@ def _emit(payload: Any, as_json: bool) -> None:
         out.print_json(json.dumps(payload, default=str))
 
 
+TargetOption = Annotated[
+    str | None,
+    typer.Option("--target", help="Deploy target: local or sagemaker (kserve: not built yet); default: local."),
+]
+DeployConfigOption = Annotated[
+    Path | None, typer.Option("--deploy-config", help="The target's options as a JSON or YAML file.")
+]
+
+
 # ----------------------------------------------------------------------------------------------------------- run
 
 
@@ -126,7 +135,8 @@ def run(
     hpo_timeout: Annotated[float, typer.Option(help="HPO time budget in seconds.")] = 600.0,
     hpo_storage: Annotated[str, typer.Option(help="Optuna storage URI (default: SQLite in the home directory).")] = "",
     seed: Annotated[int, typer.Option(help="Seed for the split, the model and the sampler.")] = 42,
-    deploy_target: Annotated[str, typer.Option(help="local (kserve and sagemaker: not built yet).")] = "local",
+    deploy_target: Annotated[str, typer.Option(help="local or sagemaker (kserve: not built yet).")] = "local",
+    deploy_config: DeployConfigOption = None,
     traffic: Annotated[int, typer.Option(help="Traffic percent for the new version (100 replaces stable).")] = 100,
     ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for the endpoint to be ready.")] = 120.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -159,6 +169,8 @@ def run(
             "hpo_storage": hpo_storage or state.settings.hpo_storage,
             "seed": seed,
             "deploy_target": deploy_target,
+            # Read and checked here, so a bad file fails before the pipeline starts; steps get it as JSON.
+            "deploy_config": json.dumps(_config_file(deploy_config)) if deploy_config is not None else "",
             "traffic_percent": traffic,
             "ready_timeout_s": ready_timeout,
         }
@@ -301,22 +313,20 @@ def models_reject(
 
 # -------------------------------------------------------------------------------------------- serving / predict
 
-TargetOption = Annotated[
-    str | None,
-    typer.Option("--target", help="Deploy target: local (kserve, sagemaker: not built yet); default: local."),
-]
-DeployConfigOption = Annotated[
-    Path | None, typer.Option("--deploy-config", help="The target's options as a JSON or YAML file.")
-]
+
+def _config_file(path: Path) -> dict[str, Any]:
+    from hybridml.deploy import read_config_file
+
+    return read_config_file(path)
 
 
 def _target(
     ctx: typer.Context, target: str | None, deploy_config: Path | None, *, fetch: Any = None, **flags: Any
 ) -> Any:
     """The deploy target from --target, --deploy-config and a command's own flags (which win), via the factory."""
-    from hybridml.deploy import config_from, fetch_artifact, make_target, read_config_file
+    from hybridml.deploy import config_from, fetch_artifact, make_target
 
-    options = read_config_file(deploy_config) if deploy_config is not None else {}
+    options = _config_file(deploy_config) if deploy_config is not None else {}
     options.update({key: value for key, value in flags.items() if value is not None})
     return make_target(config_from(target, options, _state(ctx).settings), fetch=fetch or fetch_artifact)
 
@@ -633,5 +643,5 @@ app.add_typer(cli_canary.canary_app, name="canary")
 app.add_typer(cli_canary.ab_app, name="ab")
 app.add_typer(cli_trigger.app, name="trigger")
 app.add_typer(cli_export.app, name="export")
-if hasattr(cli_deploy, "deploy"):  # built by the SageMaker work (issue 9)
-    app.command("deploy")(cli_deploy.deploy)
+app.command("deploy")(cli_deploy.deploy)
+models_app.command("mirror")(cli_deploy.mirror)

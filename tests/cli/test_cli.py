@@ -24,11 +24,12 @@ def invoke(home: Path, *args: str) -> tuple[int, str, str]:
 def test_help_lists_every_command(tmp_path: Path) -> None:
     code, out, _ = invoke(tmp_path, "--help")
     assert code == 0
-    for command in ("run", "compile", "models", "serve", "predict", "endpoints"):
-        assert command in out
+    commands = ("run", "compile", "models", "serve", "predict", "endpoints", "deploy", "monitor", "canary", "ab")
+    for command in (*commands, "trigger", "export", "feedback", "daemon"):
+        assert f"│ {command} " in out
     code, out, _ = invoke(tmp_path, "models", "--help")
-    for sub in ("list", "show", "history", "approve", "reject"):
-        assert sub in out
+    for sub in ("list", "show", "history", "approve", "reject", "mirror"):
+        assert f"│ {sub} " in out
 
 
 def test_compile_writes_the_committed_pipeline(tmp_path: Path) -> None:
@@ -49,6 +50,7 @@ def test_compile_writes_the_committed_pipeline(tmp_path: Path) -> None:
         (("models", "approve", "ghost", "1", "--reason", " "), "--reason must not be empty", 2),
         (("models", "show", "bad@@ref"), "bad@@ref", 2),
         (("predict", "missing.csv", "--model", "m"), "data file not found", 3),
+        (("run", "--deploy-config", "missing.yaml"), "deploy config file not found: missing.yaml", 3),
     ],
 )
 def test_errors_are_one_line_with_a_meaningful_exit_code(
@@ -61,6 +63,15 @@ def test_errors_are_one_line_with_a_meaningful_exit_code(
     assert lines[0].startswith("error: ")
     assert message in lines[0]
     assert out == ""
+
+
+def test_a_deploy_config_that_is_not_an_object_stops_run_before_it_starts(tmp_path: Path) -> None:
+    bad = tmp_path / "target.yaml"
+    bad.write_text("- just\n- a list\n")
+    code, _, err = invoke(tmp_path / "home", "run", "--deploy-target", "sagemaker", "--deploy-config", str(bad))
+    assert code == 2, err
+    assert f"deploy config {bad}" in err
+    assert not (tmp_path / "home" / "runs").exists()  # refused before a run directory was made
 
 
 def test_verbose_shows_the_traceback(tmp_path: Path) -> None:

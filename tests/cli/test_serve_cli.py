@@ -166,7 +166,11 @@ def test_serve_split_feedback_and_promote_without_restart(home: Path, bundles: d
         (("feedback", "--model", "ghost", "--request-id", "r", "--label", "1"), "no local deployment named 'ghost'", 3),
         (("endpoints", "traffic", "ghost", "10"), "no local deployment named 'ghost'", 3),
         (("endpoints", "promote", "ghost"), "no local deployment named 'ghost'", 3),
-        (("endpoints", "list", "--target", "kserve"), "deploy target 'kserve' is not built yet (use 'local')", 2),
+        (
+            ("endpoints", "list", "--target", "kserve"),
+            "deploy target 'kserve' is not built yet (use 'local', 'sagemaker')",
+            2,
+        ),
         (("endpoints", "promote", "x", "--target", "nowhere"), "unknown deploy target 'nowhere'", 2),
         (("endpoints", "list", "--deploy-config", "nope.yaml"), "deploy config file not found", 3),
         (("endpoints", "shadow", "cancer"), "give exactly one of --model and --off", 2),

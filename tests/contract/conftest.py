@@ -12,16 +12,29 @@ import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 
 from hybridml.core.data import builtin_breast_cancer, encode_features, encode_labels, infer_schema
 from hybridml.core.model import fit, save_bundle
-from hybridml.deploy import LocalConfig, make_target, model_ref
+from hybridml.deploy import DeployTarget, LocalConfig, make_target, model_ref
 from tests.contract.harness import Bundles, Harness
 
-TARGETS = [pytest.param("local", marks=pytest.mark.integration, id="local")]
+TARGETS = [
+    pytest.param("local", marks=pytest.mark.integration, id="local"),
+    pytest.param("sagemaker", marks=pytest.mark.integration, id="sagemaker-moto"),
+]
+# The sagemaker test bed is moto plus two stand-ins (tests/integration/sagemaker/container_bridge.py): moto
+# has no UpdateEndpoint, so the endpoint is recreated on the new config (the state a successful update ends
+# in; the update's own requests are asserted by tests/unit/test_sagemaker_stubbed.py), and moto runs no model,
+# so InvokeEndpoint goes to the project's predictor in SageMaker mode serving the model.tar.gz the target
+# uploaded, on the variant drawn by weight. What SageMaker itself does not allow is skipped, with the reason.
+MOTO_MISSING = {
+    "canary beside a shadow": "SageMaker allows a shadow variant only beside a single production variant (the"
+    " target refuses the combination; tests/unit/test_sagemaker_stubbed.py)",
+}
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +70,59 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
             with_clock=lambda clock, sleep: make_target(config, clock=clock, sleep=sleep),
             break_serving=crash,
         )
+    elif request.param == "sagemaker":
+        yield from _sagemaker_harness(request)
+        return
     else:  # pragma: no cover - each target adds its branch
         raise AssertionError(f"no harness for {request.param}")
     for deployment in target.list():  # never leave a deployment behind, whatever failed
         target.delete(deployment.name)
+
+
+def _sagemaker_harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
+    """The sagemaker target over a clean moto_server account; a broken deployment reads as ``Updating``."""
+    from tests.integration.sagemaker.container_bridge import ContainerBridge, emulate_update_endpoint
+    from tests.integration.sagemaker.motoserver import config
+
+    moto = request.getfixturevalue("moto_for_contract")
+    monkeypatch = request.getfixturevalue("monkeypatch")
+    for key in [k for k in os.environ if k.startswith("AWS_")]:
+        monkeypatch.delenv(key)
+    for key, value in moto.env.items():
+        monkeypatch.setenv(key, value)
+    moto.reset()
+    broken: set[str] = set()
+    bridge = ContainerBridge(moto, request.getfixturevalue("tmp_path") / "containers")
+
+    def hooked(target: DeployTarget) -> DeployTarget:
+        def stalled(parsed: dict[str, Any], **_: Any) -> None:
+            if parsed.get("EndpointName") in broken:
+                parsed["EndpointStatus"] = "Updating"  # what a hung update looks like to DescribeEndpoint
+
+        events = target.clients.sagemaker.meta.events  # type: ignore[attr-defined]
+        events.register("after-call.sagemaker.DescribeEndpoint", stalled)
+        events.register("before-call.sagemaker.UpdateEndpoint", emulate_update_endpoint(moto))
+        bridge.attach(target.clients.runtime)  # type: ignore[attr-defined]
+        return target
+
+    settings = config(ready_timeout_s=30.0)
+    target = hooked(make_target(settings))
+    yield Harness(
+        target,
+        ref=lambda name, version, bundle: model_ref(name, version, bundle.as_uri()),
+        with_clock=lambda clock, sleep: hooked(make_target(settings, clock=clock, sleep=sleep)),
+        break_serving=broken.add,
+        missing=MOTO_MISSING,
+    )
+    broken.clear()
+    bridge.close()
+    for deployment in target.list():
+        target.delete(deployment.name)
+
+
+@pytest.fixture(scope="session")
+def moto_for_contract(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from tests.integration.sagemaker import motoserver
+
+    with motoserver.running(tmp_path_factory.mktemp("moto-contract")) as server:
+        yield server

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from hybridml.deploy import Deployment, DeployTarget, ModelRef
 from hybridml.errors import NotFoundError
@@ -33,12 +35,22 @@ class Harness:
         with_clock: ``with_clock(clock, sleep)``: another target object over the same deployments whose clock
             and sleep are injected (for budget tests).
         break_serving: ``break_serving(name)``: make a deployment stop answering ready (its server crashes).
+        missing: what this target (or its test bed) cannot do, each with the reason, e.g. ``canary beside a
+            shadow``; :meth:`needs` skips the rest of a test then, printing the reason.
     """
 
     target: DeployTarget
     ref: Callable[[str, str, Path], ModelRef]
     with_clock: Callable[[Callable[[], float], Callable[[float], None]], DeployTarget]
     break_serving: Callable[[str], None]
+    missing: dict[str, str] = field(default_factory=dict)
+
+    def needs(self, capability: str) -> None:
+        """Skip the rest of the test, printing the reason, if this target or its test bed lacks ``capability``."""
+        if capability in self.missing:
+            pytest.skip(
+                f"{self.target.target_name} (or its test bed) cannot do {capability}: {self.missing[capability]}"
+            )
 
 
 class FakeClock:

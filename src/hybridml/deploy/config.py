@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from hybridml.core.naming import check_model_name
 from hybridml.errors import InvalidInputError, NotFoundError
 
 if TYPE_CHECKING:
     from hybridml.config import Settings
 
 TARGETS = ("local", "kserve", "sagemaker")
-BUILT = ("local",)
+BUILT = ("local", "sagemaker")
+SERVING_MODES = ("project", "xgboost-builtin")
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,121 @@ class LocalConfig(TargetConfig):
                 raise InvalidInputError(f"local deploy config: {key} must be a positive integer, got {value!r}")
 
 
+_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+
+
+@dataclass(frozen=True)
+class SageMakerConfig(TargetConfig):
+    """The SageMaker target: real-time endpoints built from a ``model.tar.gz`` in S3 (see docs/sagemaker.md).
+
+    ``image_uri``, ``role_arn`` and ``bucket`` are needed to deploy; reading, re-weighting, promoting, rolling
+    back and deleting endpoints work without them. Credentials and the API endpoint come from the standard AWS
+    chain (``AWS_PROFILE``, ``AWS_ACCESS_KEY_ID``, ``AWS_ENDPOINT_URL``...), never from this object.
+
+    Attributes:
+        image_uri: serving image (the project's predictor image, or SageMaker's XGBoost image).
+        role_arn: execution role SageMaker assumes to pull the image and read the model from S3.
+        bucket: S3 bucket of the ``model.tar.gz`` files.
+        prefix: key prefix under ``bucket`` (``PREFIX/ENDPOINT/VERSION/DIGEST/model.tar.gz``).
+        region: AWS region (None: the AWS chain's default).
+        instance_type: instance type of every production variant.
+        instance_count: initial instance count of every production variant.
+        endpoint_name: SageMaker endpoint to deploy to (None: the registered model's name).
+        ready_timeout_s: how long one deploy, update or traffic change may take to reach ``InService``.
+        poll_s: longest pause between two DescribeEndpoint polls (they start at 0.05 s and double).
+        serving: ``project`` (the project's image reads the bundle) or ``xgboost-builtin`` (SageMaker's
+            XGBoost image reads ``xgboost-model``; XGBoost models without category features only).
+        rollback_alarms: CloudWatch alarm names that roll a blue/green update back when they fire.
+        canary_size_percent: share of capacity (1-50) the new fleet gets first in a blue/green update.
+        canary_wait_s: how long SageMaker watches the alarms after the canary step before shifting the rest.
+        termination_wait_s: how long the old fleet is kept after the full shift (a last rollback window).
+        max_attempts: attempts per AWS call when it is throttled (1: no retry).
+    """
+
+    kind: ClassVar[str] = "sagemaker"
+
+    image_uri: str | None = None
+    role_arn: str | None = None
+    bucket: str | None = None
+    prefix: str = "hybridml"
+    region: str | None = None
+    instance_type: str = "ml.m5.large"
+    instance_count: int = 1
+    endpoint_name: str | None = None
+    ready_timeout_s: float = 1800.0
+    poll_s: float = 30.0
+    serving: str = "project"
+    rollback_alarms: tuple[str, ...] = ()
+    canary_size_percent: int = 10
+    canary_wait_s: int = 300
+    termination_wait_s: int = 120
+    max_attempts: int = 5
+
+    def __post_init__(self) -> None:
+        def bad(key: str, wanted: str) -> InvalidInputError:
+            return InvalidInputError(f"sagemaker deploy config: {key} must be {wanted}, got {getattr(self, key)!r}")
+
+        for key in ("image_uri", "role_arn", "bucket", "region", "endpoint_name"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise bad(key, "a non-empty string")
+        if self.role_arn is not None and not _ARN.fullmatch(self.role_arn):
+            raise bad("role_arn", "an IAM role ARN (arn:aws:iam::ACCOUNT:role/NAME)")
+        if self.bucket is not None and not _BUCKET.fullmatch(self.bucket):
+            raise bad("bucket", "an S3 bucket name (3-63 lower-case letters, digits, '.' and '-')")
+        if self.region is not None and not _REGION.fullmatch(self.region):
+            raise bad("region", "an AWS region such as eu-west-1")
+        if self.endpoint_name is not None:
+            check_model_name(self.endpoint_name)  # endpoint names follow the model naming rule
+        if not isinstance(self.prefix, str) or self.prefix.startswith("/") or "//" in self.prefix:
+            raise bad("prefix", "an S3 key prefix without leading or doubled '/'")
+        object.__setattr__(self, "prefix", self.prefix.strip("/"))
+        if not isinstance(self.instance_type, str) or not self.instance_type.startswith("ml."):
+            raise bad("instance_type", "a SageMaker instance type such as ml.m5.large")
+        for key, low, high in (
+            ("instance_count", 1, 100),
+            ("canary_size_percent", 1, 50),
+            ("canary_wait_s", 0, 3600),
+            ("termination_wait_s", 0, 3600),
+            ("max_attempts", 1, 20),
+        ):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise bad(key, f"an integer from {low} to {high}")
+        for key in ("ready_timeout_s", "poll_s"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise bad(key, "a positive number")
+        if self.serving not in SERVING_MODES:
+            raise bad("serving", f"one of {', '.join(SERVING_MODES)}")
+        alarms = self.rollback_alarms
+        if isinstance(alarms, str):
+            alarms = tuple(a.strip() for a in alarms.split(",") if a.strip())  # a comma list from a flag
+        if not isinstance(alarms, (list, tuple)) or not all(isinstance(a, str) and a.strip() for a in alarms):
+            raise bad("rollback_alarms", "a list of CloudWatch alarm names")
+        if len(alarms) > 10:  # the AutoRollbackConfiguration limit
+            raise bad("rollback_alarms", "at most 10 alarm names")
+        object.__setattr__(self, "rollback_alarms", tuple(alarms))
+
+    def require_deploy_settings(self) -> None:
+        """Refuse to deploy without the image, role and bucket (reading endpoints needs none of them).
+
+        Raises:
+            InvalidInputError: naming the missing settings and the flags that give them.
+        """
+        missing = [key for key in ("image_uri", "role_arn", "bucket") if getattr(self, key) is None]
+        if missing:
+            flags = ", ".join(f"--{key.replace('_', '-')}" for key in missing)
+            raise InvalidInputError(
+                f"sagemaker deploy needs {', '.join(missing)} (give {flags} or put them in --deploy-config)"
+            )
+
+
+CONFIGS: dict[str, type[TargetConfig]] = {"local": LocalConfig, "sagemaker": SageMakerConfig}
+
+
 def config_from(name: str | None, options: Mapping[str, Any], settings: Settings) -> TargetConfig:
     """The typed configuration of target ``name`` from loosely typed ``options`` (flags, JSON or YAML).
 
@@ -91,13 +209,15 @@ def config_from(name: str | None, options: Mapping[str, Any], settings: Settings
         raise InvalidInputError(f"unknown deploy target {name!r} (choose from {', '.join(TARGETS)})")
     if name not in BUILT:
         raise InvalidInputError(f"deploy target {name!r} is not built yet (use {', '.join(map(repr, BUILT))})")
-    fields = {f.name for f in dataclasses.fields(LocalConfig)}
+    config_class = CONFIGS[name]
+    fields = {f.name for f in dataclasses.fields(config_class)}
     unknown = sorted(set(options) - fields)
     if unknown:
         raise InvalidInputError(f"unknown {name} deploy config key {unknown[0]!r} (known: {', '.join(sorted(fields))})")
-    options.setdefault("state_dir", settings.deployments_dir)
+    if config_class is LocalConfig:
+        options.setdefault("state_dir", settings.deployments_dir)
     try:
-        return LocalConfig(**options)
+        return config_class(**options)
     except TypeError as exc:  # a value of a type that __post_init__ cannot even look at
         raise InvalidInputError(f"bad {name} deploy config: {exc}") from exc
 

@@ -125,9 +125,11 @@ def deploy(
     fetch = mlflow_fetch(tracking_uri)
     ref = model_ref(info.name, info.version, info.source or f"models:/{info.name}/{info.version}", fetch)
     deployment = deploy_target(target, home, deploy_config, fetch=fetch).deploy(ref, traffic_percent=traffic_percent)
-    registry.set_version_tag(
-        model_name, version, "deployment", json.dumps({"target": deployment.target, "endpoint": deployment.endpoint})
-    )
+    where = {"target": deployment.target, "endpoint": deployment.endpoint}
+    registry.set_version_tag(model_name, version, "deployment", json.dumps(where))
+    role = "canary" if traffic_percent < 100 else "stable"
+    detail = f"{deployment.target} {deployment.name}: {role} at {traffic_percent}%"
+    registry.record_event(model_name, version, "deployment", detail, reason=json.dumps(where, separators=(",", ":")))
     return deployment.endpoint
 
 

@@ -53,8 +53,8 @@ def test_the_target_may_be_named_in_the_options(settings: Settings) -> None:
     ("name", "options", "message"),
     [
         ("nowhere", {}, r"^unknown deploy target 'nowhere' \(choose from local, kserve, sagemaker\)$"),
-        ("kserve", {}, r"^deploy target 'kserve' is not built yet \(use 'local'\)$"),
-        ("sagemaker", {}, r"^deploy target 'sagemaker' is not built yet \(use 'local'\)$"),
+        ("kserve", {}, r"^deploy target 'kserve' is not built yet \(use 'local', 'sagemaker'\)$"),
+        ("sagemaker", {"hots": "x"}, r"^unknown sagemaker deploy config key 'hots' \(known: bucket, "),
         (None, {"target": "kserve"}, "deploy target 'kserve' is not built yet"),
         (
             "local",
