@@ -15,6 +15,7 @@ import pytest
 from hybridml.core import data, model
 from hybridml.core.profile import (
     PROFILE_FORMAT_VERSION,
+    QUANTILE_POINTS,
     SCORE_EDGES,
     CategoricalProfile,
     NumericProfile,
@@ -25,6 +26,7 @@ from hybridml.core.profile import (
     missing_share,
     numeric_edges,
     numeric_profile,
+    quantile_sketch,
 )
 from hybridml.core.schema import FeatureSchema
 from hybridml.errors import InvalidInputError
@@ -79,7 +81,9 @@ def test_missing_share_counts_none_and_nan() -> None:
 
 def test_a_constant_column_has_one_closed_bin() -> None:
     profile = numeric_profile([7.0] * 20 + [None] * 5)
-    assert profile == NumericProfile(edges=(7.0, 7.0), shares=(1.0,), missing=0.2)
+    assert profile == NumericProfile(
+        edges=(7.0, 7.0), shares=(1.0,), missing=0.2, quantiles=(7.0,) * QUANTILE_POINTS, count=20
+    )
     assert bin_shares([7.0, 8.0, 6.0], profile.edges) == (1.0,)
 
 
@@ -117,7 +121,18 @@ def test_a_heavy_value_gets_a_bin_of_its_own() -> None:
 
 
 def test_no_values_means_no_bins() -> None:
-    assert numeric_profile([None, None]) == NumericProfile(edges=(), shares=(), missing=1.0)
+    assert numeric_profile([None, None]) == NumericProfile(edges=(), shares=(), missing=1.0, quantiles=(), count=0)
+
+
+def test_the_quantile_sketch_holds_the_percentiles_of_present_values() -> None:
+    values = [*range(201), None, math.nan]  # 0..200: the k-th percentile is exactly 2k
+    sketch = quantile_sketch(values)
+    assert QUANTILE_POINTS == 101
+    assert sketch == pytest.approx([2.0 * k for k in range(101)], abs=1e-9)
+    assert quantile_sketch([None]) == ()
+    profile = numeric_profile(values)
+    assert profile.quantiles == sketch
+    assert profile.count == 201
 
 
 # ------------------------------------------------------------------------------------------------ categories
@@ -152,7 +167,11 @@ def test_build_profile_describes_each_feature_and_the_scores(table: pd.DataFrame
     schema = data.infer_schema(table, "y")
     scores = [0.05, 0.15, 0.15, 0.95, 1.0, math.nan]
     profile = build_profile(table, schema, scores)
-    assert profile.format_version == PROFILE_FORMAT_VERSION == 1
+    assert profile.format_version == PROFILE_FORMAT_VERSION == 2
+    assert profile.has_sketch
+    assert profile.numeric["x"].count == int(table["x"].notna().sum())
+    assert profile.numeric["x"].quantiles == quantile_sketch(table["x"])
+    assert profile.scores.count == 5  # the NaN score is missing
     assert set(profile.numeric) == {"x", "k", "flag"}
     assert set(profile.categorical) == {"color"}
     assert profile.numeric["x"].missing == float(table["x"].isna().mean())
@@ -165,6 +184,7 @@ def test_build_profile_describes_each_feature_and_the_scores(table: pd.DataFrame
     assert color == CategoricalProfile(
         shares={"green": float((present == "green").mean()), "red": float((present == "red").mean())},
         missing=float(table["color"].isna().mean()),
+        count=int(present.size),
     )
     assert profile.scores.edges == SCORE_EDGES == (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
     assert profile.scores.shares == (0.2, 0.4, 0, 0, 0, 0, 0, 0, 0, 0.4)
@@ -183,19 +203,59 @@ def test_build_profile_names_a_missing_feature(table: pd.DataFrame) -> None:
 def test_round_trip_through_json(table: pd.DataFrame) -> None:
     profile = build_profile(table, data.infer_schema(table, "y"), np.linspace(0, 1, 7))
     raw = json.loads(json.dumps(profile.to_dict()))
-    assert raw["format_version"] == 1
+    assert raw["format_version"] == 2
     assert set(raw) == {"format_version", "numeric", "categorical", "scores"}
-    assert set(raw["numeric"]["x"]) == {"edges", "shares", "missing"}
-    assert set(raw["categorical"]["color"]) == {"shares", "missing"}
+    assert set(raw["numeric"]["x"]) == {"edges", "shares", "missing", "quantiles", "count"}
+    assert len(raw["numeric"]["x"]["quantiles"]) == QUANTILE_POINTS
+    assert set(raw["scores"]) == {"edges", "shares", "missing", "quantiles", "count"}
+    assert set(raw["categorical"]["color"]) == {"shares", "missing", "count"}
     assert ReferenceProfile.from_dict(raw) == profile
 
 
-def _valid() -> dict[str, Any]:
+def test_a_format_1_profile_is_read_without_sketches_and_written_back_unchanged() -> None:
+    raw = _valid_v1()
+    profile = ReferenceProfile.from_dict(copy.deepcopy(raw))
+    assert profile.format_version == 1
+    assert not profile.has_sketch
+    assert profile.numeric["x"] == NumericProfile(edges=(0.0, 1.0, 2.0), shares=(0.25, 0.75), missing=0.1)
+    assert profile.numeric["x"].quantiles == () and profile.numeric["x"].count is None
+    assert profile.categorical["c"].count is None
+    assert profile.to_dict() == raw
+
+
+def _valid_v1() -> dict[str, Any]:
     return {
         "format_version": 1,
         "numeric": {"x": {"edges": [0.0, 1.0, 2.0], "shares": [0.25, 0.75], "missing": 0.1}},
         "categorical": {"c": {"shares": {"a": 0.5, "b": 0.5}, "missing": 0.0}},
         "scores": {"edges": [0.0, 0.5, 1.0], "shares": [1.0, 0.0], "missing": 0.0},
+    }
+
+
+def _sketch(low: float, high: float) -> list[float]:
+    return [low + (high - low) * k / (QUANTILE_POINTS - 1) for k in range(QUANTILE_POINTS)]
+
+
+def _valid() -> dict[str, Any]:
+    return {
+        "format_version": 2,
+        "numeric": {
+            "x": {
+                "edges": [0.0, 1.0, 2.0],
+                "shares": [0.25, 0.75],
+                "missing": 0.1,
+                "quantiles": _sketch(0.0, 2.0),
+                "count": 40,
+            }
+        },
+        "categorical": {"c": {"shares": {"a": 0.5, "b": 0.5}, "missing": 0.0, "count": 10}},
+        "scores": {
+            "edges": [0.0, 0.5, 1.0],
+            "shares": [1.0, 0.0],
+            "missing": 0.0,
+            "quantiles": _sketch(0.0, 0.4),
+            "count": 9,
+        },
     }
 
 
@@ -217,8 +277,40 @@ _DELETE = object()
 MALFORMED = {
     "no version": (_set(("format_version",), _DELETE), "format_version must be an integer, got None"),
     "newer version": (
-        _set(("format_version",), 2),
-        r"^reference profile format_version 2 is not supported \(this hybridml reads 1\)$",
+        _set(("format_version",), 3),
+        r"^reference profile format_version 3 is not supported \(this hybridml reads 1, 2\)$",
+    ),
+    "no quantiles": (_set(("numeric", "x", "quantiles"), _DELETE), r"numeric\['x'\].quantiles is missing"),
+    "quantiles not a list": (
+        _set(("scores", "quantiles"), {}),
+        r"scores.quantiles must be a list, got dict",
+    ),
+    "too few quantiles": (
+        _set(("numeric", "x", "quantiles"), [0.0, 2.0]),
+        r"numeric\['x'\].quantiles must hold 101 values for count 40, got 2",
+    ),
+    "decreasing quantiles": (
+        _set(("numeric", "x", "quantiles", 100), -1.0),
+        r"numeric\['x'\].quantiles must be non-decreasing",
+    ),
+    "text quantile": (
+        _set(("numeric", "x", "quantiles", 3), "1"),
+        r"numeric\['x'\].quantiles\[3\] must be a finite number",
+    ),
+    "no count": (_set(("numeric", "x", "count"), _DELETE), r"numeric\['x'\].count is missing"),
+    "float count": (
+        _set(("categorical", "c", "count"), 10.0),
+        r"categorical\['c'\].count must be a whole number of 0 or more, got 10.0",
+    ),
+    "negative count": (
+        _set(("scores", "count"), -1),
+        r"scores.count must be a whole number of 0 or more, got -1",
+    ),
+    "bool count": (_set(("scores", "count"), True), r"scores.count must be a whole number of 0 or more, got True"),
+    "no categorical count": (_set(("categorical", "c", "count"), _DELETE), r"categorical\['c'\].count is missing"),
+    "zero count with bins": (
+        _set(("numeric", "x", "count"), 0),
+        r"numeric\['x'\].count must be 0 exactly when there are no bins, got 0 for 2 bins",
     ),
     "numeric not an object": (_set(("numeric",), []), "numeric must be an object, got list"),
     "no scores": (_set(("scores",), _DELETE), "scores is missing"),
@@ -274,7 +366,8 @@ def test_a_profile_must_be_an_object() -> None:
 def test_all_missing_features_may_have_zero_shares() -> None:
     raw = _valid()
     raw["categorical"]["c"] = {"shares": {"a": 0.0}, "missing": 1.0}
-    raw["numeric"]["x"] = {"edges": [], "shares": [], "missing": 1.0}
+    raw["categorical"]["c"]["count"] = 0
+    raw["numeric"]["x"] = {"edges": [], "shares": [], "missing": 1.0, "quantiles": [], "count": 0}
     profile = ReferenceProfile.from_dict(raw)
     assert profile.categorical["c"].shares == {"a": 0.0}
     assert profile.numeric["x"].edges == ()
@@ -320,7 +413,7 @@ def test_bundle_refuses_a_broken_or_mismatched_profile(
     path.write_text("{not json")
     with pytest.raises(InvalidInputError, match=f"malformed reference profile {path}"):
         model.read_bundle(tmp_path)
-    other = ReferenceProfile(format_version=1, numeric={}, categorical={}, scores=numeric_profile([0.5], SCORE_EDGES))
+    other = ReferenceProfile(format_version=2, numeric={}, categorical={}, scores=numeric_profile([0.5], SCORE_EDGES))
     with pytest.raises(
         InvalidInputError, match=r"describes features \[\], the schema has \['x', 'k', 'flag', 'color'\]"
     ):

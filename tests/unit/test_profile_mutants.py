@@ -6,6 +6,7 @@ the exact bin edges a heavy value gets, and the categories a profile lists. See 
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from hybridml.core.profile import (
+    NumericProfile,
     ReferenceProfile,
     bin_shares,
     build_profile,
@@ -105,7 +107,9 @@ def test_equal_edges_of_a_constant_column_round_trip() -> None:
     assert profile.edges == (3.0, 3.0)
     raw = _valid()
     raw["numeric"]["x"] = {"edges": list(profile.edges), "shares": list(profile.shares), "missing": profile.missing}
-    assert ReferenceProfile.from_dict(raw).numeric["x"] == profile
+    assert ReferenceProfile.from_dict(raw).numeric["x"] == NumericProfile(profile.edges, profile.shares, 1 / 3)
+    whole = ReferenceProfile(format_version=2, numeric={"x": profile}, categorical={}, scores=profile)
+    assert ReferenceProfile.from_dict(json.loads(json.dumps(whole.to_dict()))) == whole
 
 
 # ------------------------------------------------------------------------------------------------ heavy values

@@ -23,8 +23,12 @@ if TYPE_CHECKING:  # pandas is imported only where a profile is built: the predi
 from hybridml.core.schema import CATEGORY, FeatureSchema
 from hybridml.errors import InvalidInputError
 
-PROFILE_FORMAT_VERSION = 1
+PROFILE_FORMAT_VERSION = 2
+# Versions this code reads: 1 (bins only) and 2 (bins, a quantile sketch and the count of values).
+READABLE_VERSIONS = (1, 2)
 N_BINS = 10
+# Points of the quantile sketch (0%, 1%, ..., 100%): the reference CDF a Kolmogorov-Smirnov test needs.
+QUANTILE_POINTS = 101
 # Fixed edges for predicted scores, written as i/10 so they print exactly (0.3, not 0.30000000000000004).
 SCORE_EDGES: tuple[float, ...] = tuple(i / N_BINS for i in range(N_BINS + 1))
 # Shares are floats written as JSON; they sum to 1 up to this tolerance.
@@ -38,19 +42,27 @@ class NumericProfile:
     ``edges`` are ``len(shares) + 1`` non-decreasing finite numbers; bin ``i`` is ``[edges[i], edges[i+1])`` and
     the last bin is closed. ``shares`` are the share of non-missing values in each bin (they sum to 1);
     ``missing`` is the share of rows with no value. Both are empty when the split held no value at all.
+    ``quantiles`` (format 2) are the values at 0%, 1%, ..., 100% of the non-missing values (empty when there were
+    none) and ``count`` the number of non-missing values; both are ``()``/``None`` in a format-1 profile.
     """
 
     edges: tuple[float, ...]
     shares: tuple[float, ...]
     missing: float
+    quantiles: tuple[float, ...] = ()
+    count: int | None = None
 
 
 @dataclass(frozen=True)
 class CategoricalProfile:
-    """Distribution of one categorical feature: share of non-missing values per category, and missing share."""
+    """Distribution of one categorical feature: share of non-missing values per category, and missing share.
+
+    ``count`` (format 2) is the number of non-missing values; ``None`` in a format-1 profile.
+    """
 
     shares: dict[str, float]
     missing: float
+    count: int | None = None
 
 
 @dataclass(frozen=True)
@@ -63,15 +75,19 @@ class ReferenceProfile:
     scores: NumericProfile
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (what ``profile.json`` holds)."""
+        """A JSON-ready dict (what ``profile.json`` holds), in this profile's own format version."""
+        sketch = self.format_version >= 2  # a format-1 profile read back is written back as it was
         return {
             "format_version": self.format_version,
-            "numeric": {name: _numeric_dict(p) for name, p in self.numeric.items()},
-            "categorical": {
-                name: {"shares": dict(p.shares), "missing": p.missing} for name, p in self.categorical.items()
-            },
-            "scores": _numeric_dict(self.scores),
+            "numeric": {name: _numeric_dict(p, sketch) for name, p in self.numeric.items()},
+            "categorical": {name: _categorical_dict(p, sketch) for name, p in self.categorical.items()},
+            "scores": _numeric_dict(self.scores, sketch),
         }
+
+    @property
+    def has_sketch(self) -> bool:
+        """Whether the profile carries quantile sketches and counts (format 2 and later)."""
+        return self.format_version >= 2
 
     @classmethod
     def from_dict(cls, raw: Any) -> ReferenceProfile:
@@ -85,25 +101,36 @@ class ReferenceProfile:
         version = raw.get("format_version")
         if type(version) is not int:
             raise InvalidInputError(f"malformed reference profile: format_version must be an integer, got {version!r}")
-        if version != PROFILE_FORMAT_VERSION:
+        if version not in READABLE_VERSIONS:
             raise InvalidInputError(
                 f"reference profile format_version {version} is not supported (this hybridml reads"
-                f" {PROFILE_FORMAT_VERSION})"
+                f" {', '.join(map(str, READABLE_VERSIONS))})"
             )
+        sketch = version >= 2
         numeric = _mapping(raw, "numeric", "numeric")
         categorical = _mapping(raw, "categorical", "categorical")
         if "scores" not in raw:
             raise InvalidInputError("malformed reference profile: scores is missing")
         return cls(
             format_version=version,
-            numeric={str(n): _numeric_from(p, f"numeric[{n!r}]") for n, p in numeric.items()},
-            categorical={str(n): _categorical_from(p, f"categorical[{n!r}]") for n, p in categorical.items()},
-            scores=_numeric_from(raw["scores"], "scores"),
+            numeric={str(n): _numeric_from(p, f"numeric[{n!r}]", sketch) for n, p in numeric.items()},
+            categorical={str(n): _categorical_from(p, f"categorical[{n!r}]", sketch) for n, p in categorical.items()},
+            scores=_numeric_from(raw["scores"], "scores", sketch),
         )
 
 
-def _numeric_dict(profile: NumericProfile) -> dict[str, Any]:
-    return {"edges": list(profile.edges), "shares": list(profile.shares), "missing": profile.missing}
+def _numeric_dict(profile: NumericProfile, sketch: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {"edges": list(profile.edges), "shares": list(profile.shares), "missing": profile.missing}
+    if sketch:
+        out.update(quantiles=list(profile.quantiles), count=profile.count)
+    return out
+
+
+def _categorical_dict(profile: CategoricalProfile, sketch: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {"shares": dict(profile.shares), "missing": profile.missing}
+    if sketch:
+        out["count"] = profile.count
+    return out
 
 
 def _bad(field: str, problem: str) -> InvalidInputError:
@@ -131,6 +158,30 @@ def _share(value: Any, field: str) -> float:
     return share
 
 
+def _count(raw: Mapping[str, Any], field: str) -> int:
+    if "count" not in raw:
+        raise _bad(f"{field}.count", "is missing")
+    value = raw["count"]
+    if type(value) is not int or value < 0:
+        raise _bad(f"{field}.count", f"must be a whole number of 0 or more, got {value!r}")
+    return value
+
+
+def _quantiles(raw: Mapping[str, Any], field: str, count: int) -> tuple[float, ...]:
+    if "quantiles" not in raw:
+        raise _bad(f"{field}.quantiles", "is missing")
+    values = raw["quantiles"]
+    if not isinstance(values, list | tuple):
+        raise _bad(f"{field}.quantiles", f"must be a list, got {type(values).__name__}")
+    quantiles = tuple(_number(q, f"{field}.quantiles[{i}]") for i, q in enumerate(values))
+    expected = QUANTILE_POINTS if count else 0
+    if len(quantiles) != expected:
+        raise _bad(f"{field}.quantiles", f"must hold {expected} values for count {count}, got {len(quantiles)}")
+    if any(b < a for a, b in itertools.pairwise(quantiles)):
+        raise _bad(f"{field}.quantiles", "must be non-decreasing")
+    return quantiles
+
+
 def _check_sum(shares: Iterable[float], missing: float, field: str) -> None:
     total = math.fsum(shares)
     # Shares are of non-missing values: they sum to 1, or to 0 when every row was missing.
@@ -138,7 +189,7 @@ def _check_sum(shares: Iterable[float], missing: float, field: str) -> None:
         raise _bad(f"{field}.shares", f"must sum to 1, got {total}")
 
 
-def _numeric_from(raw: Any, field: str) -> NumericProfile:
+def _numeric_from(raw: Any, field: str, sketch: bool) -> NumericProfile:
     if not isinstance(raw, Mapping):
         raise _bad(field, f"must be an object, got {type(raw).__name__}")
     for key in ("edges", "shares", "missing"):
@@ -159,10 +210,17 @@ def _numeric_from(raw: Any, field: str) -> NumericProfile:
     if len(shares) != n_bins:
         raise _bad(f"{field}.shares", f"must hold {n_bins} values for {len(edges)} edges, got {len(shares)}")
     _check_sum(shares, missing, field)
-    return NumericProfile(edges=edges, shares=shares, missing=missing)
+    if not sketch:
+        return NumericProfile(edges=edges, shares=shares, missing=missing)
+    count = _count(raw, field)
+    if (count == 0) != (n_bins == 0):
+        raise _bad(f"{field}.count", f"must be 0 exactly when there are no bins, got {count} for {n_bins} bins")
+    return NumericProfile(
+        edges=edges, shares=shares, missing=missing, quantiles=_quantiles(raw, field, count), count=count
+    )
 
 
-def _categorical_from(raw: Any, field: str) -> CategoricalProfile:
+def _categorical_from(raw: Any, field: str, sketch: bool) -> CategoricalProfile:
     if not isinstance(raw, Mapping):
         raise _bad(field, f"must be an object, got {type(raw).__name__}")
     for key in ("shares", "missing"):
@@ -174,7 +232,7 @@ def _categorical_from(raw: Any, field: str) -> CategoricalProfile:
     shares = {str(c): _share(s, f"{field}.shares[{c!r}]") for c, s in shares_raw.items()}
     missing = _share(raw["missing"], f"{field}.missing")
     _check_sum(shares.values(), missing, field)
-    return CategoricalProfile(shares=shares, missing=missing)
+    return CategoricalProfile(shares=shares, missing=missing, count=_count(raw, field) if sketch else None)
 
 
 # ------------------------------------------------------------------------------------------------ pure helpers
@@ -183,6 +241,8 @@ def _categorical_from(raw: Any, field: str) -> CategoricalProfile:
 def _floats(values: Sequence[float | None] | np.ndarray | pd.Series) -> np.ndarray:
     """Values as float64, with None (and NaN) as NaN."""
     pd = sys.modules.get("pandas")  # a Series can only exist where pandas was imported
+    if pd is not None and isinstance(values, pd.Series) and values.dtype == np.float64:
+        return values.to_numpy()  # already NaN-for-missing floats: no copy (drift reads 100k-row columns)
     if pd is not None and isinstance(values, pd.Series) and pd.api.types.is_numeric_dtype(values.dtype):
         # Nullable dtypes (Int64, boolean, Float64) hold pd.NA, which numpy cannot cast on its own.
         return values.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -280,13 +340,29 @@ def numeric_edges(values: Sequence[float | None] | np.ndarray | pd.Series) -> tu
     return tuple(float(e) for e in sorted(edges))
 
 
+def quantile_sketch(values: Sequence[float | None] | np.ndarray | pd.Series) -> tuple[float, ...]:
+    """The values at 0%, 1%, ..., 100% of the non-missing ``values`` (linear interpolation); ``()`` for none."""
+    array = _floats(values)
+    present = array[~np.isnan(array)]
+    if present.size == 0:
+        return ()
+    return tuple(float(q) for q in np.quantile(present, np.linspace(0.0, 1.0, QUANTILE_POINTS)))
+
+
 def numeric_profile(
     values: Sequence[float | None] | np.ndarray | pd.Series, edges: Sequence[float] | None = None
 ) -> NumericProfile:
     """Profile of numeric values; edges from :func:`numeric_edges` unless given (scores use fixed edges)."""
     bounds = tuple(float(e) for e in edges) if edges is not None else numeric_edges(values)
     shares = bin_shares(values, bounds) if bounds else ()
-    return NumericProfile(edges=bounds, shares=shares, missing=missing_share(values))
+    array = _floats(values)
+    return NumericProfile(
+        edges=bounds,
+        shares=shares,
+        missing=missing_share(values),
+        quantiles=quantile_sketch(array),
+        count=int(np.count_nonzero(~np.isnan(array))),
+    )
 
 
 def build_profile(train: pd.DataFrame, schema: FeatureSchema, scores: Sequence[float] | np.ndarray) -> ReferenceProfile:
@@ -308,7 +384,9 @@ def build_profile(train: pd.DataFrame, schema: FeatureSchema, scores: Sequence[f
         column = train[spec.name]
         if spec.dtype == CATEGORY:
             categorical[spec.name] = CategoricalProfile(
-                shares=category_shares(column, spec.categories), missing=missing_share(column)
+                shares=category_shares(column, spec.categories),
+                missing=missing_share(column),
+                count=int(column.notna().sum()),
             )
         else:
             numeric[spec.name] = numeric_profile(pd.to_numeric(column, errors="coerce"))
