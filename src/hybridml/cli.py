@@ -137,6 +137,14 @@ def run(
     seed: Annotated[int, typer.Option(help="Seed for the split, the model and the sampler.")] = 42,
     deploy_target: Annotated[str, typer.Option(help="local or sagemaker (kserve: not built yet).")] = "local",
     deploy_config: DeployConfigOption = None,
+    sagemaker_bridge: Annotated[
+        Path | None,
+        typer.Option(
+            "--sagemaker-bridge",
+            help="Also mirror the approval to SageMaker and serve the Approved version there: a JSON or YAML file of"
+            " the sagemaker target's options (role_arn, bucket, image_uri, endpoint_name, canary...).",
+        ),
+    ] = None,
     traffic: Annotated[int, typer.Option(help="Traffic percent for the new version (100 replaces stable).")] = 100,
     ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for the endpoint to be ready.")] = 120.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -171,6 +179,7 @@ def run(
             "deploy_target": deploy_target,
             # Read and checked here, so a bad file fails before the pipeline starts; steps get it as JSON.
             "deploy_config": json.dumps(_config_file(deploy_config)) if deploy_config is not None else "",
+            "sagemaker_bridge": json.dumps(_config_file(sagemaker_bridge)) if sagemaker_bridge is not None else "",
             "traffic_percent": traffic,
             "ready_timeout_s": ready_timeout,
         }
@@ -636,7 +645,7 @@ __all__ = ["app", "main"]
 
 # ---------------------------------------------------------------- sub-commands kept in their own modules
 # Imported last: those modules import the helpers above (fail, _errors, _emit, _state) from this one.
-from hybridml import cli_canary, cli_deploy, cli_export, cli_monitor, cli_trigger  # noqa: E402
+from hybridml import cli_canary, cli_deploy, cli_export, cli_hybrid, cli_monitor, cli_trigger  # noqa: E402
 
 app.add_typer(cli_monitor.app, name="monitor")
 app.add_typer(cli_canary.canary_app, name="canary")
@@ -644,4 +653,5 @@ app.add_typer(cli_canary.ab_app, name="ab")
 app.add_typer(cli_trigger.app, name="trigger")
 app.add_typer(cli_export.app, name="export")
 app.command("deploy")(cli_deploy.deploy)
+app.command("rollout")(cli_hybrid.rollout)
 models_app.command("mirror")(cli_deploy.mirror)

@@ -24,8 +24,8 @@ def invoke(home: Path, *args: str) -> tuple[int, str, str]:
 def test_help_lists_every_command(tmp_path: Path) -> None:
     code, out, _ = invoke(tmp_path, "--help")
     assert code == 0
-    commands = ("run", "compile", "models", "serve", "predict", "endpoints", "deploy", "monitor", "canary", "ab")
-    for command in (*commands, "trigger", "export", "feedback", "daemon"):
+    commands = ("run", "compile", "models", "serve", "predict", "endpoints", "deploy", "rollout", "monitor", "canary")
+    for command in (*commands, "ab", "trigger", "export", "feedback", "daemon"):
         assert f"│ {command} " in out
     code, out, _ = invoke(tmp_path, "models", "--help")
     for sub in ("list", "show", "history", "approve", "reject", "mirror"):
@@ -72,6 +72,15 @@ def test_a_deploy_config_that_is_not_an_object_stops_run_before_it_starts(tmp_pa
     assert code == 2, err
     assert f"deploy config {bad}" in err
     assert not (tmp_path / "home" / "runs").exists()  # refused before a run directory was made
+
+
+def test_a_bridge_with_an_unknown_key_stops_run_before_training(tmp_path: Path) -> None:
+    bridge = tmp_path / "bridge.yaml"
+    bridge.write_text("role_arn: arn:aws:iam::1:role/r\nbucket: b\nimage_uri: i\nendpoint: typo\n")
+    code, _, err = invoke(tmp_path / "home", "run", "--sagemaker-bridge", str(bridge))
+    assert code == 2, err
+    assert "unknown sagemaker deploy config key 'endpoint'" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "home" / "runs").exists()
 
 
 def test_verbose_shows_the_traceback(tmp_path: Path) -> None:

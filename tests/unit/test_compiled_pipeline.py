@@ -47,3 +47,30 @@ def test_no_step_is_cached_by_default() -> None:
 def test_cache_preprocess_caches_preprocess_and_nothing_else(tmp_path: Path) -> None:
     spec = yaml.safe_load(compile_to(tmp_path / "cached.yaml", cache_preprocess=True).read_text())
     assert _cached_tasks(spec) == {"preprocess"}
+
+
+def test_the_sagemaker_bridge_runs_only_for_approved_versions_and_only_when_given() -> None:
+    spec = yaml.safe_load(COMPILED.read_text())
+    assert spec["root"]["inputDefinitions"]["parameters"]["sagemaker_bridge"] == {
+        "defaultValue": "",
+        "isOptional": True,
+        "parameterType": "STRING",
+    }
+    components = spec["components"]
+    holders = [n for n, c in components.items() if "sagemaker-bridge" in c.get("dag", {}).get("tasks", {})]
+    assert len(holders) == 1  # one bridge task, in one condition
+    (bridge_on,) = holders
+    task = components[bridge_on]["dag"]["tasks"]["sagemaker-bridge"]
+    assert task["inputs"]["parameters"]["bridge"] == {"componentInputParameter": "pipelinechannel--sagemaker_bridge"}
+    assert "enableCache" not in task["cachingOptions"]
+    # The condition holding the bridge is "bridge given", nested in the "approved" condition beside deploy.
+    (approved,) = [c for c in components.values() if "deploy" in c.get("dag", {}).get("tasks", {})]
+    inner = approved["dag"]["tasks"][bridge_on.removeprefix("comp-")]
+    assert inner["taskInfo"]["name"] == "sagemaker-bridge-on"
+    assert inner["triggerPolicy"]["condition"] == "inputs.parameter_values['pipelinechannel--sagemaker_bridge'] != ''"
+    outer = next(
+        t for c in components.values() for t in c.get("dag", {}).get("tasks", {}).values()
+        if t.get("componentRef", {}).get("name") == next(n for n, c in components.items() if c is approved)
+    )  # fmt: skip
+    assert outer["taskInfo"]["name"] == "approved"
+    assert "== 'Approved'" in outer["triggerPolicy"]["condition"]

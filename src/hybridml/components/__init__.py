@@ -1,7 +1,15 @@
 """Thin KFP components: each imports one hybridml step and calls it. Compiled into the pipeline's IR YAML."""
 
 from hybridml.components.image import IMAGE
-from hybridml.components.release import approve, deploy, inference, register, summarize, wait_ready
+from hybridml.components.release import (
+    approve,
+    deploy,
+    inference,
+    register,
+    sagemaker_bridge,
+    summarize,
+    wait_ready,
+)
 from hybridml.components.training import evaluate, hpo, preprocess, train
 
 __all__ = [
@@ -13,6 +21,7 @@ __all__ = [
     "inference",
     "preprocess",
     "register",
+    "sagemaker_bridge",
     "summarize",
     "train",
     "wait_ready",

@@ -1,4 +1,4 @@
-"""Components of the release half: register, approve, deploy, wait until ready, inference, summary."""
+"""Components of the release half: register, approve, deploy, wait until ready, inference, SageMaker bridge, summary."""
 
 from typing import NamedTuple
 
@@ -85,6 +85,24 @@ def deploy(
         tracking_uri=tracking_uri_or_default(tracking_uri),
         deploy_config=deploy_config,
     )
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def sagemaker_bridge(model_name: str, version: int, bridge: str, home: str, tracking_uri: str) -> str:
+    """Mirror the Approved version's status to SageMaker and serve it on a SageMaker endpoint until InService
+    (``bridge``: the target's options as a JSON/YAML object); returns what was done as JSON."""
+    from hybridml.steps.runtime import run_step, tracking_uri_or_default
+
+    done = run_step(
+        "sagemaker bridge",
+        "hybridml.steps.release:sagemaker_bridge",
+        model_name=model_name,
+        version=version,
+        bridge=bridge,
+        home=home,
+        tracking_uri=tracking_uri_or_default(tracking_uri),
+    )
+    return done.to_json() if done is not None else ""
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)

@@ -20,7 +20,7 @@ from hybridml.core import approval, data
 from hybridml.core.naming import check_model_name
 from hybridml.errors import HybridmlError, InvalidInputError
 from hybridml.pipelines.zygote import warm_executable
-from hybridml.steps import prepare
+from hybridml.steps import prepare, release
 from hybridml.steps.runtime import RUN_LOG_ENV
 
 
@@ -88,6 +88,8 @@ def run(settings: Settings, arguments: dict[str, Any], *, progress: Console | No
     traffic = int(arguments.get("traffic_percent", 100))
     if not 1 <= traffic <= 100:
         raise InvalidInputError(f"traffic percent must be between 1 and 100, got {traffic}")
+    # Its keys are checked again where the step runs; here a typo fails before training, not after it.
+    release.parse_bridge(str(arguments.get("sagemaker_bridge", "")), settings)
     prepare.preflight(
         data_uri=str(arguments.get("data_uri", "")),
         target=str(arguments.get("target", "")),

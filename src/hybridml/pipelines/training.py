@@ -1,4 +1,4 @@
-"""preprocess → train → evaluate → gate → (register | HPO → retrain best → evaluate → register) → approve → deploy."""
+"""preprocess → train → evaluate → gate → (register | HPO → train best → register) → approve → deploy (+ SageMaker)."""
 
 import functools
 from pathlib import Path
@@ -18,6 +18,7 @@ from hybridml.components import (
     train,
     wait_ready,
 )
+from hybridml.components import sagemaker_bridge as bridge_to_sagemaker  # the pipeline parameter has its name
 
 PIPELINE_NAME = "hybridml-training"
 COMPILED = Path(__file__).with_name("hybridml_training.yaml")
@@ -62,6 +63,7 @@ def make_pipeline(cache_preprocess: bool = False) -> Any:
         test_size: float = 0.2,
         deploy_target: str = "local",
         deploy_config: str = "",
+        sagemaker_bridge: str = "",
         traffic_percent: int = 100,
         ready_timeout_s: float = 120.0,
         predict_rows: int = 5,
@@ -74,7 +76,11 @@ def make_pipeline(cache_preprocess: bool = False) -> Any:
         ``drop_columns`` and ``keep_columns`` are JSON lists or comma lists of column names: identifier-like columns
         are left out unless kept, and the summary names every column left out and why. ``positive_class`` is the
         label the model scores (default: the second class in sorted order). ``deploy_config`` is the deploy
-        target's typed configuration as a JSON object (see ``hybridml.deploy.config``).
+        target's typed configuration as a JSON object (see ``hybridml.deploy.config``). ``sagemaker_bridge``, when
+        not empty, turns on the SageMaker bridge for Approved versions: a JSON/YAML object of ``SageMakerConfig``
+        options (``role_arn``, ``bucket``, ``image_uri``, ``endpoint_name``, ``region``, ``ready_timeout_s``...)
+        and an optional ``canary`` percent (1-99); the approval status is mirrored to the SageMaker model package
+        group and the version served on the endpoint until InService (see docs/sagemaker.md).
         """
         run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
         tracked = {"tracking_uri": tracking_uri, "experiment": experiment}
@@ -217,6 +223,17 @@ def make_pipeline(cache_preprocess: bool = False) -> Any:
             served = _no_cache(
                 summary(endpoint=ready.output, predictions_json=scores.outputs["Output"])
             ).set_display_name("summary")
+            with dsl.If(sagemaker_bridge != "", name="sagemaker-bridge-on"):
+                # Beside the local/KServe deploy, not after it: the AWS half neither waits on nor blocks it.
+                _no_cache(
+                    bridge_to_sagemaker(
+                        model_name=model_name,
+                        version=version,
+                        bridge=sagemaker_bridge,
+                        home=home,
+                        tracking_uri=tracking_uri,
+                    )
+                ).set_display_name("sagemaker bridge")
         with dsl.Else(name="not-approved"):
             held = _no_cache(summary(endpoint="", predictions_json="")).set_display_name("summary")
         return dsl.OneOf(served.output, held.output)

@@ -12,7 +12,8 @@ from hybridml.errors import ConflictError, InvalidInputError
 from hybridml.steps.runtime import code_version
 
 if TYPE_CHECKING:
-    from hybridml.deploy import DeployTarget, Fetch
+    from hybridml.deploy import Deployment, DeployTarget, Fetch
+    from hybridml.deploy.config import SageMakerConfig
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,185 @@ def infer(
     rows = frame[schema.names].head(max(1, n_rows))
     records = json.loads(rows.to_json(orient="records"))
     return deploy_target(target, home, deploy_config).invoke(model_name, records, protocol="v2")
+
+
+BRIDGE_KEYS = ("canary",)  # what a sagemaker_bridge object holds besides SageMakerConfig's fields
+
+
+@dataclass(frozen=True)
+class Bridge:
+    """The ``sagemaker_bridge`` pipeline parameter, read and checked.
+
+    Attributes:
+        config: the SageMaker target's configuration (every ``SageMakerConfig`` field may be given).
+        traffic_percent: the share the version gets on the endpoint: 100 (``canary`` absent) replaces the
+            stable version, 1-99 deploys it as a canary beside it.
+    """
+
+    config: SageMakerConfig
+    traffic_percent: int = 100
+
+
+def parse_bridge(text: str, settings: Settings | None = None) -> Bridge | None:
+    """The bridge described by ``text`` (a JSON or YAML object), or None when ``text`` is empty (bridge off).
+
+    Raises:
+        InvalidInputError: not an object; a ``target`` other than ``sagemaker``; an unknown key (named); a bad
+            value; a ``canary`` that is not an integer from 1 to 99; or the image, role or bucket missing.
+    """
+    from hybridml.deploy import config_from, parse_config
+    from hybridml.deploy.config import SageMakerConfig
+
+    if not text.strip():
+        return None
+    options = parse_config(text, "sagemaker_bridge")
+    if not options:
+        raise InvalidInputError("sagemaker_bridge must name at least role_arn, bucket and image_uri (or be empty)")
+    percent = options.pop("canary", None)
+    if percent is None:
+        percent = 100
+    elif isinstance(percent, bool) or not isinstance(percent, int) or not 1 <= percent <= 99:
+        raise InvalidInputError(f"sagemaker_bridge canary must be an integer from 1 to 99, got {percent!r}")
+    try:
+        config = config_from("sagemaker", options, settings or Settings.from_env())
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"sagemaker_bridge: {exc.message}") from exc
+    assert isinstance(config, SageMakerConfig)  # config_from("sagemaker", ...) builds nothing else
+    config.require_deploy_settings()
+    return Bridge(config=config, traffic_percent=percent)
+
+
+@dataclass(frozen=True)
+class Bridged:
+    """What the ``sagemaker_bridge`` step did (the step's output, as JSON).
+
+    Attributes:
+        model_name: registered model (also the model package group).
+        model_version: the version mirrored and deployed.
+        approval_status: the status now on both sides.
+        package_arn: the version's SageMaker model package.
+        mirrored: whether the model package was written (False: it already had the status).
+        endpoint_name: SageMaker endpoint serving the version.
+        endpoint: its InvokeEndpoint URL.
+        stable_version: version label the endpoint's stable variant serves.
+        canary_version: version label of its canary variant, or None.
+        canary_percent: the canary's share of requests.
+        deployed: whether the endpoint changed (False: it already served this layout).
+        detail: the endpoint's state, one line.
+    """
+
+    model_name: str
+    model_version: int
+    approval_status: str
+    package_arn: str
+    mirrored: bool
+    endpoint_name: str
+    endpoint: str
+    stable_version: str
+    canary_version: str | None
+    canary_percent: int
+    deployed: bool
+    detail: str
+
+    def to_json(self) -> str:
+        """One JSON object."""
+        return json.dumps(asdict(self))
+
+
+def _layout(deployment: Deployment | None) -> tuple[Any, ...] | None:
+    if deployment is None:
+        return None
+    return (deployment.stable_version, deployment.canary_version, deployment.canary_percent, deployment.detail)
+
+
+def sagemaker_bridge(
+    *, model_name: str, version: int, bridge: str, tracking_uri: str, home: str = ""
+) -> Bridged | None:
+    """Mirror an Approved version's status to SageMaker and serve it on a SageMaker endpoint; None when off.
+
+    In order: the approval status is pushed to the model package group named like the model (a ``mirror``
+    event), the version is deployed to the endpoint (``endpoint_name``, default the model's name) at 100 % or
+    as a ``canary``, and the endpoint is waited on until ``InService`` within ``ready_timeout_s`` (the deploy
+    waits too; this bounds the whole step). A change of the endpoint records a ``deployment`` event with its
+    figures; a re-run that finds the same layout in service records nothing. A failure raises with its
+    one-line cause (a failed endpoint's ``FailureReason``); nothing is recorded for the failed deploy.
+
+    Args:
+        model_name: registered model.
+        version: its version; only Approved versions go on (re-checked against the registry).
+        bridge: the pipeline parameter ``sagemaker_bridge`` (see :func:`parse_bridge`); empty: do nothing.
+        tracking_uri: the MLflow tracking URI of the registry.
+        home: hybridml home (for the defaults of the settings); empty: from the environment.
+
+    Raises:
+        ConflictError: the version is not Approved.
+        InvalidInputError: a bad ``bridge``; SageMaker refused a request.
+        NotReadyError: the endpoint failed or was not InService within the budget.
+    """
+    import time
+
+    from hybridml.deploy import make_target, mlflow_fetch, model_ref
+    from hybridml.errors import NotFoundError
+    from hybridml.registry.sagemaker_mirror import SageMakerMirror
+
+    settings = Settings.from_env(home=home or None)
+    parsed = parse_bridge(bridge, settings)
+    if parsed is None:
+        return None
+    config = parsed.config
+    started = time.monotonic()
+    registry = _registry(tracking_uri, user="sagemaker-bridge")
+    info = registry.get_version(model_name, version)
+    if info.status != approval.APPROVED:
+        raise ConflictError(f"{model_name} version {version} is {info.status}, only Approved versions go to SageMaker")
+    fetch = mlflow_fetch(tracking_uri)
+    target = make_target(config, fetch=fetch)  # its clients (the standard AWS chain) serve the mirror too
+    mirrored = SageMakerMirror(registry, target.clients.sagemaker, max_attempts=config.max_attempts).push(
+        info.name, info.version
+    )
+    ref = model_ref(info.name, info.version, info.source or f"models:/{info.name}/{info.version}", fetch)
+    name = config.endpoint_name or info.name
+    try:
+        before: Deployment | None = target.status(name)
+    except NotFoundError:
+        before = None
+    target.deploy(ref, traffic_percent=parsed.traffic_percent)
+    remaining = max(0.0, config.ready_timeout_s - (time.monotonic() - started))
+    deployment = target.wait_until_ready(name, timeout_s=remaining)
+    # The detail names the endpoint config in use, so a new layout of the same versions counts as a change.
+    changed = _layout(before) != _layout(deployment)
+    if changed:
+        role = "canary" if parsed.traffic_percent < 100 else "stable"
+        figures = {
+            "target": deployment.target,
+            "endpoint": deployment.endpoint,
+            "traffic_percent": parsed.traffic_percent,
+            "stable": deployment.stable_version,
+            "canary": deployment.canary_version,
+            "package": mirrored.package_arn,
+            "seconds": round(time.monotonic() - started, 3),
+        }
+        registry.record_event(
+            info.name,
+            info.version,
+            "deployment",
+            f"sagemaker {deployment.name}: {role} at {parsed.traffic_percent}% (sagemaker_bridge)",
+            reason=json.dumps(figures, separators=(",", ":")),
+        )
+    return Bridged(
+        model_name=info.name,
+        model_version=int(info.version),
+        approval_status=mirrored.status,
+        package_arn=mirrored.package_arn,
+        mirrored=mirrored.changed,
+        endpoint_name=deployment.name,
+        endpoint=deployment.endpoint,
+        stable_version=deployment.stable_version,
+        canary_version=deployment.canary_version,
+        canary_percent=deployment.canary_percent,
+        deployed=changed,
+        detail=deployment.detail,
+    )
 
 
 @dataclass(frozen=True)
