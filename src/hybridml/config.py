@@ -22,6 +22,10 @@ ENV_VARS: dict[str, tuple[str, str]] = {
         "bearer token for the model server's control and feedback calls from off loopback (or --control-token-file)",
         "none: control answers loopback clients only",
     ),
+    "HYBRIDML_ALLOW_POD_LOCAL_STATE": (
+        "1: in a Kubernetes pod, accept MLflow/Optuna files and the local target (a volume shared by every step)",
+        "refused in a pod: such state ends with the pod",
+    ),
     "HYBRIDML_MODEL_NAME": ("model label of the predictor in SageMaker mode (`serve`; set in CreateModel)", "model"),
     "HYBRIDML_MODEL_VERSION": ("version label of the predictor in SageMaker mode (`serve`)", "empty"),
     "SM_MODEL_DIR": ("bundle directory of the predictor in SageMaker mode", "/opt/ml/model"),

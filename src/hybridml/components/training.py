@@ -20,6 +20,9 @@ def preprocess(
     drop_columns: str,
     keep_columns: str,
     positive_class: str,
+    hpo_storage: str,
+    deploy_target: str,
+    deploy_config: str,
     train: Output[Dataset],
     valid: Output[Dataset],
     test: Output[Dataset],
@@ -47,6 +50,9 @@ def preprocess(
         drop_columns=drop_columns,
         keep_columns=keep_columns,
         positive_class=positive_class,
+        hpo_storage=hpo_storage,
+        deploy_target=deploy_target,
+        deploy_config=deploy_config,
     )
     for artifact in (train, valid, test):
         artifact.metadata["data_hash"] = out.data_hash

@@ -96,6 +96,10 @@ def make_pipeline(cache_preprocess: bool = False) -> Any:
                 drop_columns=drop_columns,
                 keep_columns=keep_columns,
                 positive_class=positive_class,
+                # Checked first in a cluster pod: state on the pod's own disk would vanish with it.
+                hpo_storage=hpo_storage,
+                deploy_target=deploy_target,
+                deploy_config=deploy_config,
             )
             .set_caching_options(cache_preprocess)
             .set_display_name("preprocess")

@@ -15,6 +15,7 @@ from hybridml.core import approval, data
 from hybridml.core.naming import check_model_name
 from hybridml.core.schema import FeatureSchema
 from hybridml.errors import InvalidInputError, NotFoundError
+from hybridml.steps.cluster import check_durable, effective_target
 
 _log = logging.getLogger(__name__)
 
@@ -120,14 +121,24 @@ def preprocess(
     drop_columns: str = "",
     keep_columns: str = "",
     positive_class: str = "",
+    hpo_storage: str | None = None,
+    deploy_target: str | None = None,
+    deploy_config: str = "",
 ) -> Prepared:
     """Validate parameters and data, then write the three splits (Parquet) and the schema (JSON).
 
     Identifier-like columns and ``drop_columns`` are left out of the splits and named in the schema's
     ``dropped``; ``keep_columns`` stay features. Both are a JSON list or a comma list of column names.
-    ``positive_class`` is the label scored as 1 (``""``: the second class in sorted order).
+    ``positive_class`` is the label scored as 1 (``""``: the second class in sorted order). In a Kubernetes pod,
+    the run's tracking URI, HPO storage and deploy target (None: not checked) must outlive the pod
+    (:func:`hybridml.steps.cluster.check_durable`): the first step refuses them before anything is written.
     """
     # A cluster run has no CLI to check these first: refuse before reading any data.
+    check_durable(
+        tracking_uri=tracking_uri,
+        hpo_storage=hpo_storage,
+        deploy_target=None if deploy_target is None else effective_target(deploy_target, deploy_config),
+    )
     if model_name:
         check_model_name(model_name)
     approval.check_threshold("threshold", threshold)

@@ -22,10 +22,13 @@ class Cli:
 
     home: Path
 
-    def __call__(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    def __call__(
+        self, *args: str, timeout: float = 300, extra_env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "HYBRIDML_"))}
         # As a user's shell would: commands go to this home's background process (stopped at teardown).
         env.update(DAEMON_ENV)
+        env.update(extra_env or {})
         return subprocess.run(
             [str(HYBRIDML), "--home", str(self.home), *args],
             capture_output=True,

@@ -129,3 +129,21 @@ def test_bad_input_is_one_line_and_changes_nothing(
         events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
         assert [e["step"] for e in events] == ["preprocess", "preprocess"]
         assert events[-1]["event"] == "error"
+
+
+def test_in_a_kubeflow_pod_the_defaults_stop_at_the_first_step_and_change_nothing(
+    cli: Cli, first_run: dict[str, object]
+) -> None:
+    """The committed pipeline's embedded defaults, in the environment a Kubeflow executor pod has (issue 13)."""
+    before = _snapshot(cli)
+    runs_before = sorted((cli.home / "runs").iterdir())
+    result = cli("run", extra_env={"KFP_POD_NAME": "hybridml-training-x7k2p-preprocess"})
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: step 'preprocess' failed: this step runs in a Kubernetes pod, whose disk is its own")
+    assert "set the pipeline parameter tracking_uri to your MLflow server" in line
+    assert _snapshot(cli) == before
+    (run_dir,) = [d for d in sorted((cli.home / "runs").iterdir()) if d not in runs_before]
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    assert [(e["step"], e["event"]) for e in events] == [("preprocess", "start"), ("preprocess", "error")]
+    assert not any(p.suffix == ".parquet" for p in run_dir.rglob("*"))  # refused before the splits were written
