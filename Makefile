@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: setup demo test lint typecheck security compile benchmark benchmark-serving benchmark-cli predictor-env mutation clean aws-tools aws-check dashboards benchmark-drift
+.PHONY: setup demo test lint typecheck security compile benchmark benchmark-serving benchmark-cli predictor-env mutation clean aws-tools aws-check dashboards benchmark-drift k8s-tools
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -67,8 +67,15 @@ aws-check: aws-tools
 	$(ASL_VALIDATOR) --json-path infra/aws/definitions/deploy.asl.json --json-path infra/aws/definitions/retrain.asl.json
 	$(CHECKOV) -d infra/aws --framework terraform --check $$(paste -sd, infra/aws/checkov-checks.txt) --skip-download --compact --quiet
 
+K8S_COMPONENTS ?= etcd kube-apiserver kube-controller-manager kube-scheduler kwok
+K8S_BUILD_P ?= 2
+## k8s-tools: the test control plane built from tools/k8s/go.mod into .tools/k8s (Go's own caches reused; a
+## cold build takes minutes, an up-to-date check 0.02 s)
+k8s-tools:
+	K8S_COMPONENTS="$(K8S_COMPONENTS)" K8S_BUILD_P=$(K8S_BUILD_P) scripts/build_k8s.sh
+
 ## test: lint, type-check, security scan, then the test suite (unit, cli, integration; e2e skips here)
-test: lint typecheck security aws-tools
+test: lint typecheck security aws-tools k8s-tools
 	$(BIN)/pytest -q
 
 compile: setup
