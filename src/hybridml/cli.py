@@ -645,7 +645,7 @@ __all__ = ["app", "main"]
 
 # ---------------------------------------------------------------- sub-commands kept in their own modules
 # Imported last: those modules import the helpers above (fail, _errors, _emit, _state) from this one.
-from hybridml import cli_canary, cli_deploy, cli_export, cli_hybrid, cli_monitor, cli_trigger  # noqa: E402
+from hybridml import cli_canary, cli_deploy, cli_export, cli_hybrid, cli_kfp, cli_monitor, cli_trigger  # noqa: E402
 
 app.add_typer(cli_monitor.app, name="monitor")
 app.add_typer(cli_canary.canary_app, name="canary")
@@ -654,4 +654,6 @@ app.add_typer(cli_trigger.app, name="trigger")
 app.add_typer(cli_export.app, name="export")
 app.command("deploy")(cli_deploy.deploy)
 app.command("rollout")(cli_hybrid.rollout)
+app.command("submit")(cli_kfp.submit)
+app.command("schedule")(cli_kfp.schedule)
 models_app.command("mirror")(cli_deploy.mirror)

@@ -15,11 +15,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hybridml.adapters.kfp_client import COMPILED_PIPELINE, check_arguments, make_client
 from hybridml.errors import InvalidInputError
 from hybridml.monitoring.triggers import RunOutcome, RunRequest
-
-# The compiled pipeline, committed beside its definition (read by path: importing hybridml.pipelines loads kfp).
-COMPILED_PIPELINE = Path(__file__).resolve().parents[1] / "pipelines" / "hybridml_training.yaml"
 
 # The shell writes the exit code last, by rename, so a reader finds either no code or the whole of it, even after
 # the trigger itself restarted (the run is not its child any more then).
@@ -178,6 +176,7 @@ class KfpLauncher:
         experiment: KFP experiment the runs are filed under.
         namespace: Kubernetes namespace of a multi-user installation.
         client: a ready client object (tests inject one; default: ``kfp.Client(host=host)``, made once).
+        token: bearer token for the KFP API (``kfp.Client(existing_token=...)``).
     """
 
     def __init__(
@@ -189,6 +188,7 @@ class KfpLauncher:
         experiment: str = "hybridml-triggers",
         namespace: str | None = None,
         client: Any = None,
+        token: str | None = None,
     ) -> None:
         if not host:
             raise InvalidInputError("a Kubeflow launcher needs the KFP host (--kfp-host)")
@@ -198,25 +198,28 @@ class KfpLauncher:
         self.experiment = experiment
         self.namespace = namespace
         self._client = client
+        self._token = token
 
     def client(self) -> Any:
         """The KFP client (made at first use)."""
         if self._client is None:
-            import kfp
-
-            self._client = kfp.Client(host=self.host)
+            self._client = make_client(self.host, token=self._token)
         return self._client
 
     def start(self, request: RunRequest) -> dict[str, Any]:
         """Create the Kubeflow run; returns its id and the arguments it got."""
         if not self.package.is_file():
             raise InvalidInputError(f"compiled pipeline not found: {self.package} (hybridml compile -o FILE)")
-        arguments = {
-            **self.arguments,
-            "data_uri": request.data_uri,
-            "model_name": request.model,
-            "traffic_percent": request.traffic_percent,
-        }
+        # Checked against the compiled pipeline: a misspelt --kfp-arg fails here, not in a Kubeflow pod.
+        arguments = check_arguments(
+            {
+                **self.arguments,
+                "data_uri": request.data_uri,
+                "model_name": request.model,
+                "traffic_percent": request.traffic_percent,
+            },
+            self.package,
+        )
         result = self.client().create_run_from_pipeline_package(
             str(self.package),
             arguments=arguments,
