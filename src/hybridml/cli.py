@@ -92,7 +92,7 @@ def _emit(payload: Any, as_json: bool) -> None:
 
 TargetOption = Annotated[
     str | None,
-    typer.Option("--target", help="Deploy target: local or sagemaker (kserve: not built yet); default: local."),
+    typer.Option("--target", help="Deploy target: local, kserve or sagemaker; default: local."),
 ]
 DeployConfigOption = Annotated[
     Path | None, typer.Option("--deploy-config", help="The target's options as a JSON or YAML file.")
@@ -135,7 +135,7 @@ def run(
     hpo_timeout: Annotated[float, typer.Option(help="HPO time budget in seconds.")] = 600.0,
     hpo_storage: Annotated[str, typer.Option(help="Optuna storage URI (default: SQLite in the home directory).")] = "",
     seed: Annotated[int, typer.Option(help="Seed for the split, the model and the sampler.")] = 42,
-    deploy_target: Annotated[str, typer.Option(help="local or sagemaker (kserve: not built yet).")] = "local",
+    deploy_target: Annotated[str, typer.Option(help="local, kserve or sagemaker.")] = "local",
     deploy_config: DeployConfigOption = None,
     sagemaker_bridge: Annotated[
         Path | None,

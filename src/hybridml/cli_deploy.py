@@ -13,7 +13,7 @@ import typer
 def deploy(
     ctx: typer.Context,
     model: Annotated[str, typer.Option("--model", help="Approved version to deploy: NAME/VERSION or NAME@alias.")],
-    target: Annotated[str | None, typer.Option("--target", help="local or sagemaker (default: local).")] = None,
+    target: Annotated[str | None, typer.Option("--target", help="local, kserve or sagemaker (default: local).")] = None,
     endpoint_name: Annotated[
         str | None, typer.Option("--endpoint-name", help="SageMaker endpoint (default: the model's name).")
     ] = None,

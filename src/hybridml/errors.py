@@ -49,6 +49,13 @@ class NotReadyError(HybridmlError):
     exit_code = 5
 
 
+class PermissionDeniedError(HybridmlError):
+    """The caller's identity may not do what was asked (e.g. a Kubernetes RBAC refusal, HTTP 403)."""
+
+    http_status = 403
+    exit_code = 6
+
+
 class PayloadTooLargeError(InvalidInputError):
     """A request body or batch exceeds the configured limit."""
 

@@ -21,10 +21,12 @@ from hybridml.core.data import builtin_breast_cancer, encode_features, encode_la
 from hybridml.core.model import fit, save_bundle
 from hybridml.deploy import DeployTarget, LocalConfig, make_target, model_ref
 from tests.contract.harness import Bundles, Harness
+from tests.integration.k8s.conftest import control_plane  # noqa: F401 - the kserve harness's API server
 
 TARGETS = [
     pytest.param("local", marks=pytest.mark.integration, id="local"),
     pytest.param("sagemaker", marks=pytest.mark.integration, id="sagemaker-moto"),
+    pytest.param("kserve", marks=pytest.mark.integration, id="kserve-apiserver"),
 ]
 # The sagemaker test bed is moto plus two stand-ins (tests/integration/sagemaker/container_bridge.py): moto
 # has no UpdateEndpoint, so the endpoint is recreated on the new config (the state a successful update ends
@@ -72,6 +74,9 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
         )
     elif request.param == "sagemaker":
         yield from _sagemaker_harness(request)
+        return
+    elif request.param == "kserve":
+        yield from _kserve_harness(request)
         return
     else:  # pragma: no cover - each target adds its branch
         raise AssertionError(f"no harness for {request.param}")
@@ -126,3 +131,58 @@ def moto_for_contract(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]
 
     with motoserver.running(tmp_path_factory.mktemp("moto-contract")) as server:
         yield server
+
+
+# The kserve test bed is the real kube-apiserver of tests/integration/k8s (no KServe controller, no kubelet): a
+# thread plays KServe's controller by writing each InferenceService's status (tests/integration/k8s/kserve_bed.py).
+KSERVE_MISSING = {
+    "scores": "the test API server has no data plane (no KServe controller or kubelet runs the predictor), so"
+    " invoke has no endpoint to call",
+    "shadow": "KServe InferenceServices do not mirror requests (the kserve target refuses a shadow)",
+    "refusing a model that does not load before deploying": "the cluster loads the model (KServe reports"
+    " FailedToLoad, the target then restores the previous spec: tests/integration/k8s/test_kserve_target.py)",
+}
+
+
+def _kserve_harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
+    """The kserve target in a fresh namespace of the test API server; bundles are published as s3:// URIs."""
+    import time
+    from collections.abc import Callable
+
+    from hybridml.deploy import KServeConfig, ModelRef
+    from hybridml.deploy.kserve import KServeTarget
+    from tests.integration.k8s.kserve_bed import Controller, ControllerThread, kserve_namespace, make_namespace
+
+    plane = request.getfixturevalue("control_plane")
+    namespace = make_namespace(plane)
+    controller = Controller(plane, namespace)
+    config = KServeConfig(
+        namespace=namespace,
+        kserve_namespace=kserve_namespace(plane, "Standard"),
+        image="registry.example/hybridml-predictor:1",
+        ready_timeout_s=10.0,
+        poll_s=0.2,
+    )
+
+    def make(clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> KServeTarget:
+        return KServeTarget(config, api_client=plane.api_client(), clock=clock, sleep=sleep)
+
+    def ref(name: str, version: str, bundle: Path) -> ModelRef:
+        local = model_ref(name, version, bundle.as_uri())  # reads the bundle's schema and profile
+        return ModelRef(name, version, f"s3://contract/{bundle.name}/{version}", local.schema, local.profile)
+
+    def crash(name: str) -> None:
+        controller.broken.add(name)  # reconciled at once, so the next status read sees it
+        controller.reconcile(
+            controller.custom.get_namespaced_custom_object(*_ISVC, namespace, "inferenceservices", name)
+        )
+
+    running = ControllerThread(controller)
+    target = make()
+    try:
+        yield Harness(target, ref=ref, with_clock=make, break_serving=crash, missing=KSERVE_MISSING)
+    finally:
+        running.stop()
+
+
+_ISVC = ("serving.kserve.io", "v1beta1")

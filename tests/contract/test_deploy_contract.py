@@ -55,6 +55,7 @@ def test_canary_traffic_and_promote(harness: Harness, bundles: Bundles) -> None:
 
     everything = target.set_traffic(name, 100)
     assert (everything.stable_version, everything.canary_version, everything.canary_percent) == ("1", "2", 100)
+    harness.needs("scores")
     assert target.invoke(name, bundles.rows) == pytest.approx(v2, abs=1e-6)
     nothing = target.set_traffic(name, 0)
     assert (nothing.canary_version, nothing.canary_percent) == ("2", 0)
@@ -83,6 +84,7 @@ def test_rollback_keeps_the_stable_version(harness: Harness, bundles: Bundles) -
     target.deploy(harness.ref(name, "2", bundles.v2), traffic_percent=50)
     rolled = target.rollback(name)
     assert (rolled.stable_version, rolled.canary_version, rolled.canary_percent, rolled.ready) == ("1", None, 0, True)
+    harness.needs("scores")
     v1 = expected(bundles.v1, bundles)
     for _ in range(5):  # no request reaches the dropped canary any more
         assert target.invoke(name, bundles.rows) == pytest.approx(v1, abs=1e-6)
@@ -94,6 +96,7 @@ def test_rollback_keeps_the_stable_version(harness: Harness, bundles: Bundles) -
 
 def test_shadow_on_and_off(harness: Harness, bundles: Bundles) -> None:
     target, name = harness.target, "c-shadow"
+    harness.needs("shadow")
     v1 = expected(bundles.v1, bundles)
     target.deploy(harness.ref(name, "1", bundles.v1))
     shadowed = target.shadow(name, harness.ref(name, "2", bundles.v2))
@@ -130,6 +133,7 @@ def test_shadow_on_and_off(harness: Harness, bundles: Bundles) -> None:
 def test_refused_deploys_leave_the_deployment_serving(harness: Harness, bundles: Bundles) -> None:
     target, name = harness.target, "c-refusals"
     before = target.deploy(harness.ref(name, "1", bundles.v1))
+    harness.needs("refusing a model that does not load before deploying")
     with pytest.raises(InvalidInputError):
         target.deploy(harness.ref(name, "2", bundles.broken))  # a model that does not load
     with pytest.raises(InvalidInputError):

@@ -4,7 +4,7 @@
 :class:`DeployTarget` contract and its test suite (tests/contract) by adding a config class and a factory case.
 """
 
-from hybridml.deploy.config import LocalConfig, TargetConfig, config_from, parse_config, read_config_file
+from hybridml.deploy.config import KServeConfig, LocalConfig, TargetConfig, config_from, parse_config, read_config_file
 from hybridml.deploy.contract import Deployment, DeployTarget, ModelRef, check_traffic_percent
 from hybridml.deploy.factory import make_target
 from hybridml.deploy.fetch import Fetch, fetch_artifact, mlflow_fetch, model_ref
@@ -13,6 +13,7 @@ __all__ = [
     "DeployTarget",
     "Deployment",
     "Fetch",
+    "KServeConfig",
     "LocalConfig",
     "ModelRef",
     "TargetConfig",

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from hybridml.config import Settings
 
 TARGETS = ("local", "kserve", "sagemaker")
-BUILT = ("local", "sagemaker")
+BUILT = ("local", "kserve", "sagemaker")
 SERVING_MODES = ("project", "xgboost-builtin")
 
 
@@ -186,7 +186,119 @@ class SageMakerConfig(TargetConfig):
             )
 
 
-CONFIGS: dict[str, type[TargetConfig]] = {"local": LocalConfig, "sagemaker": SageMakerConfig}
+_QUANTITY = re.compile(r"^\d+(\.\d+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+KSERVE_MODES = ("auto", "Serverless", "Standard", "RawDeployment")
+SCALE_METRICS = ("cpu", "memory", "concurrency", "rps")
+
+
+@dataclass(frozen=True)
+class KServeConfig(TargetConfig):
+    """The KServe target: ``serving.kserve.io/v1beta1`` InferenceServices by server-side apply (docs/kserve.md).
+
+    The cluster comes from ``kubeconfig`` (and ``context``), else the in-cluster service account, else the
+    default kubeconfig (``KUBECONFIG`` or ``~/.kube/config``), read once when the target is built.
+
+    Attributes:
+        namespace: namespace of the InferenceServices (and of the project's ServingRuntime).
+        kubeconfig: kubeconfig file (None: in-cluster config, else the default kubeconfig).
+        context: kubeconfig context (None: the file's current context).
+        service_account: ServiceAccount the predictor pods run as (credentials for ``storageUri``); None: the
+            namespace's default.
+        image: the project's predictor image (serving/Dockerfile), run by the ``hybridml`` ServingRuntime.
+        runtime: ServingRuntime the predictor uses: ``hybridml`` (the target applies it, with ``image``) or the
+            name of the user's own runtime, which must already exist and support the ``hybridml`` model format.
+        cpu_request, cpu_limit, memory_request, memory_limit: the predictor container's resources.
+        min_replicas: fewest predictor pods; 0 (scale to zero) only in Serverless mode.
+        max_replicas: most predictor pods.
+        scale_metric: ``cpu``, ``memory``, ``concurrency`` or ``rps`` (the last two in Serverless mode only);
+            None: KServe's default.
+        scale_target: target value of ``scale_metric`` (None: KServe's default).
+        storage_uri_prefix: where the cluster reads bundles that are not already at a URI it can read
+            (``s3://``, ``gs://``, ``pvc://``, ``https://``...): ``PREFIX/NAME/VERSION``; None refuses them.
+        mode: ``auto`` (detect from the object, then KServe's ``inferenceservice-config``), or force
+            ``Serverless`` / ``Standard`` (``RawDeployment`` is Standard's older name).
+        kserve_namespace: namespace of KServe's ``inferenceservice-config`` ConfigMap.
+        ready_timeout_s: how long one deploy, traffic change, promote or rollback may take to become Ready.
+        poll_s: longest pause between two status reads (they start at 0.05 s and double).
+        field_manager: server-side apply field manager.
+        max_attempts: attempts per API call answered 429/502/503/504 (1: no retry).
+    """
+
+    kind: ClassVar[str] = "kserve"
+
+    namespace: str = "default"
+    kubeconfig: str | None = None
+    context: str | None = None
+    service_account: str | None = None
+    image: str = "ghcr.io/hybridml/predictor:latest"
+    runtime: str = "hybridml"
+    cpu_request: str = "500m"
+    cpu_limit: str = "1"
+    memory_request: str = "512Mi"
+    memory_limit: str = "1Gi"
+    min_replicas: int = 1
+    max_replicas: int = 3
+    scale_metric: str | None = None
+    scale_target: int | None = None
+    storage_uri_prefix: str | None = None
+    mode: str = "auto"
+    kserve_namespace: str = "kserve"
+    ready_timeout_s: float = 600.0
+    poll_s: float = 10.0
+    field_manager: str = "hybridml"
+    max_attempts: int = 5
+
+    def __post_init__(self) -> None:
+        def bad(key: str, wanted: str) -> InvalidInputError:
+            return InvalidInputError(f"kserve deploy config: {key} must be {wanted}, got {getattr(self, key)!r}")
+
+        for key in ("namespace", "kserve_namespace"):
+            value = getattr(self, key)
+            if not isinstance(value, str) or not _DNS_LABEL.fullmatch(value):
+                raise bad(key, "a Kubernetes namespace name")
+        for key in ("runtime", "service_account"):
+            value = getattr(self, key)
+            if (value is not None or key == "runtime") and (
+                not isinstance(value, str) or not _DNS_SUBDOMAIN.fullmatch(value)
+            ):
+                raise bad(key, "a Kubernetes object name")
+        for key in ("kubeconfig", "context", "image", "field_manager"):
+            value = getattr(self, key)
+            if (value is not None or key in ("image", "field_manager")) and (
+                not isinstance(value, str) or not value.strip()
+            ):
+                raise bad(key, "a non-empty string")
+        for key in ("cpu_request", "cpu_limit", "memory_request", "memory_limit"):
+            value = getattr(self, key)
+            if not isinstance(value, str) or not _QUANTITY.fullmatch(value):
+                raise bad(key, "a Kubernetes quantity such as 500m, 1 or 512Mi")
+        for key, low, high in (("min_replicas", 0, 1000), ("max_replicas", 1, 1000), ("max_attempts", 1, 20)):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise bad(key, f"an integer from {low} to {high}")
+        if self.max_replicas < self.min_replicas:
+            raise bad("max_replicas", f"at least min_replicas ({self.min_replicas})")
+        if self.scale_metric is not None and self.scale_metric not in SCALE_METRICS:
+            raise bad("scale_metric", f"one of {', '.join(SCALE_METRICS)}")
+        target = self.scale_target
+        if target is not None and (isinstance(target, bool) or not isinstance(target, int) or target < 1):
+            raise bad("scale_target", "a positive integer")
+        prefix = self.storage_uri_prefix
+        if prefix is not None and (not isinstance(prefix, str) or "://" not in prefix or prefix.startswith("file:")):
+            raise bad("storage_uri_prefix", "a URI the cluster reads, such as s3://bucket/models")
+        if prefix is not None:
+            object.__setattr__(self, "storage_uri_prefix", prefix.rstrip("/"))
+        if self.mode not in KSERVE_MODES:
+            raise bad("mode", f"one of {', '.join(KSERVE_MODES)}")
+        for key in ("ready_timeout_s", "poll_s"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise bad(key, "a positive number")
+
+
+CONFIGS: dict[str, type[TargetConfig]] = {"local": LocalConfig, "kserve": KServeConfig, "sagemaker": SageMakerConfig}
 
 
 def config_from(name: str | None, options: Mapping[str, Any], settings: Settings) -> TargetConfig:

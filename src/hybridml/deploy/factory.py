@@ -6,12 +6,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, overload
 
-from hybridml.deploy.config import LocalConfig, SageMakerConfig, TargetConfig
+from hybridml.deploy.config import KServeConfig, LocalConfig, SageMakerConfig, TargetConfig
 from hybridml.deploy.contract import DeployTarget
 from hybridml.deploy.fetch import Fetch, fetch_artifact
 from hybridml.errors import InvalidInputError
 
 if TYPE_CHECKING:
+    from hybridml.deploy.kserve import KServeTarget
     from hybridml.deploy.local import LocalTarget
     from hybridml.deploy.sagemaker import SageMakerTarget
 
@@ -24,6 +25,16 @@ def make_target(
     clock: Callable[[], float] = ...,
     sleep: Callable[[float], None] = ...,
 ) -> LocalTarget: ...
+
+
+@overload
+def make_target(
+    config: KServeConfig,
+    *,
+    fetch: Fetch = ...,
+    clock: Callable[[], float] = ...,
+    sleep: Callable[[float], None] = ...,
+) -> KServeTarget: ...
 
 
 @overload
@@ -68,8 +79,12 @@ def make_target(
         from hybridml.deploy.local import LocalTarget  # the server stack is imported only when used
 
         return LocalTarget(config, fetch=fetch, clock=clock, sleep=sleep)
+    if isinstance(config, KServeConfig):
+        from hybridml.deploy.kserve import KServeTarget  # the kubernetes client is imported only when used
+
+        return KServeTarget(config, clock=clock, sleep=sleep)
     if isinstance(config, SageMakerConfig):
         from hybridml.deploy.sagemaker import SageMakerTarget  # boto3 is imported only when used
 
         return SageMakerTarget(config, fetch=fetch, clock=clock, sleep=sleep)
-    raise InvalidInputError(f"deploy target {config.kind!r} is not built yet (use 'local' or 'sagemaker')")
+    raise InvalidInputError(f"deploy target {config.kind!r} is not built yet (use 'local', 'kserve' or 'sagemaker')")

@@ -53,9 +53,9 @@ def test_the_target_may_be_named_in_the_options(settings: Settings) -> None:
     ("name", "options", "message"),
     [
         ("nowhere", {}, r"^unknown deploy target 'nowhere' \(choose from local, kserve, sagemaker\)$"),
-        ("kserve", {}, r"^deploy target 'kserve' is not built yet \(use 'local', 'sagemaker'\)$"),
+        ("kserve", {"replicas": 2}, r"^unknown kserve deploy config key 'replicas' \(known: context, cpu_limit, "),
         ("sagemaker", {"hots": "x"}, r"^unknown sagemaker deploy config key 'hots' \(known: bucket, "),
-        (None, {"target": "kserve"}, "deploy target 'kserve' is not built yet"),
+        (None, {"target": "kserve", "mode": "x"}, "^kserve deploy config: mode must be one of auto, Serverless, "),
         (
             "local",
             {"hots": "x", "zz": 1},
