@@ -10,8 +10,15 @@ export UV_PROJECT_ENVIRONMENT := $(VENV)
 GO_BIN := $(TOOLS)/go-bin
 ACTIONLINT_VERSION := v1.7.12
 ACTIONLINT := $(GO_BIN)/actionlint
+HELM_VERSION := v3.22.0
+HELM := $(GO_BIN)/helm
+# -X: what helm's own Makefile sets - its version, and the Kubernetes version it assumes offline (client-go v0.37:
+# 1.37). Without them `helm template` assumes Kubernetes 1.20 and the chart's kubeVersion (>=1.27) refuses it.
+HELM_LDFLAGS := -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
+	-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=37 \
+	-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=37
 
-.PHONY: setup demo test lint typecheck security compile benchmark benchmark-serving benchmark-cli predictor-env mutation clean aws-tools aws-check dashboards benchmark-drift k8s-tools ci-lint pipeline-check push-images
+.PHONY: setup demo test lint typecheck security compile benchmark benchmark-serving benchmark-cli predictor-env mutation clean aws-tools aws-check dashboards benchmark-drift k8s-tools ci-lint pipeline-check push-images render helm-lint
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -33,10 +40,24 @@ demo: setup
 	@echo "Stop the endpoint with: $(BIN)/hybridml endpoints delete hybridml-model"
 	@echo "A background process keeps the CLI warm and stops after 15 idle minutes: $(BIN)/hybridml daemon stop"
 
-lint: setup
+lint: setup $(HELM)
 	$(BIN)/ruff check src tests benchmarks scripts
 	$(BIN)/ruff format --check src tests benchmarks scripts
 	$(BIN)/python -m hybridml.monitoring.dashboards.build --check
+	$(BIN)/python scripts/render.py --check-sync
+	$(HELM) lint --strict helm/hybridml
+
+# helm from the Go module proxy (never a committed binary).
+$(HELM):
+	GOBIN=$(abspath $(GO_BIN)) GOFLAGS=-mod=mod nice -n 10 go install -p 2 -ldflags '$(HELM_LDFLAGS)' helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+## render: every manifest under build/rendered/ (kustomize overlays, helm template per values file, the kserve target's objects)
+render: setup $(HELM)
+	HELM=$(HELM) $(BIN)/python scripts/render.py --sync
+
+## helm-lint: the chart with its default and each example values file
+helm-lint: $(HELM)
+	for f in "" helm/hybridml/values-*.yaml; do $(HELM) lint --strict helm/hybridml $${f:+-f $$f} || exit 1; done
 
 ## dashboards: regenerate the Grafana dashboard JSON and its ConfigMap (grafana-foundation-sdk)
 dashboards: setup

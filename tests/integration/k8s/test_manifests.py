@@ -1,0 +1,348 @@
+"""Every rendered manifest (scripts/render.py) against a real API server, kubernetes-validate and checkov.
+
+One render per session (kustomize overlays, ``helm template`` per values file, the kserve target's objects).
+The API server of ``control_plane`` (with the KServe and Prometheus Operator CRDs) takes each file by
+server-side dry run in a namespace labelled Pod Security ``restricted``; every pod template is also created as a
+Pod by dry run, so the PodSecurity admission enforces (on workloads it only warns). Core kinds go through
+``kubernetes-validate --strict``; checkov runs offline over the fixed check list manifests/checkov-checks.txt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.integration.k8s.conftest import ControlPlane
+from tests.unit.test_chart import HELM, load_render
+
+ROOT = Path(__file__).resolve().parents[3]
+NAMESPACE = "hybridml"
+CUSTOM_GROUPS = ("serving.kserve.io", "monitoring.coreos.com")
+CHECKOV = ROOT / ".tools" / "checkov" / "bin" / "checkov"
+CHECKOV_CHECKS = ROOT / "manifests" / "checkov-checks.txt"
+KUBE_VALIDATE = Path(sys.executable).parent / "kubernetes-validate"
+KUBE_VERSION = "1.37.0"  # the control plane's (tools/k8s/go.mod)
+RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted"}
+
+
+def documents(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+@pytest.fixture(scope="session")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """scripts/render.py's output, once: relative name -> file."""
+    if not os.access(HELM, os.X_OK):
+        pytest.skip(f"{HELM} is not built (make {HELM.relative_to(ROOT)})")
+    if shutil.which(os.environ.get("KUBECTL", "kubectl")) is None:
+        pytest.skip("kubectl is not installed (Debian: apt-get install kubectl)")
+    out = tmp_path_factory.mktemp("rendered")
+    files = load_render().render_all(out)
+    return {path.relative_to(out).as_posix(): path for path in files}
+
+
+def kubectl_args(plane: ControlPlane) -> list[str]:
+    return [os.environ.get("KUBECTL", "kubectl"), f"--kubeconfig={plane.kubeconfig}"]
+
+
+def kubectl(plane: ControlPlane, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [*kubectl_args(plane), *args]
+    return subprocess.run(command, capture_output=True, text=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def namespace(control_plane: ControlPlane, rendered: dict[str, Path]) -> str:
+    """The rendered Namespace and ServiceAccounts, applied for real (pods name them; dry runs create nothing)."""
+    kept = [doc for doc in documents(rendered["kustomize/kind.yaml"]) if doc["kind"] in ("Namespace", "ServiceAccount")]
+    path = rendered["kustomize/kind.yaml"].parent / "namespace-and-accounts.yaml"
+    path.write_text(yaml.safe_dump_all(kept))
+    done = kubectl(control_plane, "apply", "--server-side", "-f", str(path))
+    assert done.returncode == 0, done.stderr
+    return NAMESPACE
+
+
+def test_everything_is_rendered(rendered: dict[str, Path]) -> None:
+    expected = {f"kustomize/{name}.yaml" for name in ("kind", "onprem", "aws")}
+    expected |= {f"helm/{name}.yaml" for name in ("default", "kind", "onprem", "aws")}
+    expected |= {
+        f"kserve/{case}.yaml"
+        for case in ("servingruntime", "standard-stable", "standard-canary", "serverless-stable", "serverless-canary")
+    }
+    assert set(rendered) == expected
+    canary = documents(rendered["kserve/standard-canary.yaml"])[0]
+    assert [entry["trafficPercent"] for entry in canary["spec"]["canary"]] == [10]
+    assert "canary" not in documents(rendered["kserve/standard-stable.yaml"])[0]["spec"]
+
+
+def test_server_side_dry_run_accepts_every_object(
+    control_plane: ControlPlane, namespace: str, rendered: dict[str, Path]
+) -> None:
+    for name, path in sorted(rendered.items()):
+        done = kubectl(control_plane, "apply", "--server-side", "--dry-run=server", "-f", str(path))
+        assert done.returncode == 0, f"{name}: {done.stderr}"
+        # PodSecurity warns (warn=restricted) on a workload whose template it would refuse as a Pod.
+        assert "would violate PodSecurity" not in done.stderr, f"{name}: {done.stderr}"
+        applied = [line for line in done.stdout.splitlines() if line.endswith("serverside-applied (server dry run)")]
+        assert len(applied) == len(documents(path)), f"{name}: {done.stdout}"
+
+
+def pod_templates(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(what, pod spec) for every Deployment template and ServingRuntime of ``docs``."""
+    for doc in docs:
+        what = f"{doc['kind']}/{doc['metadata']['name']}"
+        if doc["kind"] == "Deployment":
+            yield what, doc["spec"]["template"]["spec"]
+        elif doc["kind"] == "ServingRuntime":
+            # KServe adds the pod-level context from the InferenceService; the one it writes is restricted's.
+            spec = {key: doc["spec"][key] for key in ("containers", "volumes") if key in doc["spec"]}
+            spec["securityContext"] = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+            # The InferenceServices name the predictor's ServiceAccount (kserve target: service_account).
+            spec["serviceAccountName"] = "hybridml-predictor"
+            spec["containers"] = [
+                {**container, "args": [arg.replace("{{.Name}}", "churn") for arg in container.get("args", [])]}
+                for container in spec["containers"]
+            ]
+            yield what, spec
+
+
+def dry_run_pod(plane: ControlPlane, spec: dict[str, Any], name: str) -> subprocess.CompletedProcess[str]:
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": NAMESPACE}, "spec": spec}
+    return subprocess.run(
+        [*kubectl_args(plane), "create", "--dry-run=server", "-o", "name", "-f", "-"],
+        input=json.dumps(pod),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_every_pod_template_is_admitted_as_a_restricted_pod(
+    control_plane: ControlPlane, namespace: str, rendered: dict[str, Path]
+) -> None:
+    seen = 0
+    for name, path in sorted(rendered.items()):
+        for what, spec in pod_templates(documents(path)):
+            done = dry_run_pod(control_plane, spec, "template-check")
+            assert done.returncode == 0, f"{name} {what}: {done.stderr}"
+            seen += 1
+            if name.startswith("kserve/"):
+                continue  # the kserve target's own runtime: restricted, but its root filesystem is writable
+            for container in spec["containers"]:
+                context = container["securityContext"]
+                assert context["readOnlyRootFilesystem"] is True, f"{name} {what}"
+                assert context["allowPrivilegeEscalation"] is False and context["capabilities"] == {"drop": ["ALL"]}
+    # mlflow per kustomize/helm render (7) and the runtime in each of them plus the kserve target's own (8).
+    assert seen == 15
+
+
+def test_pod_security_refuses_a_loosened_template(
+    control_plane: ControlPlane, namespace: str, rendered: dict[str, Path]
+) -> None:
+    """The rendered MLflow template, loosened, is refused on the same path: admission decides, not this test."""
+    labels = kubectl(control_plane, "get", "namespace", namespace, "-o", "json")
+    assert json.loads(labels.stdout)["metadata"]["labels"].items() >= RESTRICTED.items()
+    _, spec = next(pod_templates(documents(rendered["kustomize/kind.yaml"])))
+    spec = json.loads(json.dumps(spec))
+    del spec["securityContext"]["seccompProfile"]
+    context = spec["containers"][0]["securityContext"]
+    del context["seccompProfile"], context["capabilities"]
+    context["allowPrivilegeEscalation"] = True
+    done = dry_run_pod(control_plane, spec, "loose")
+    assert done.returncode != 0
+    assert 'violates PodSecurity "restricted:latest"' in done.stderr, done.stderr
+    for control in ("allowPrivilegeEscalation != false", "unrestricted capabilities", "seccompProfile"):
+        assert control in done.stderr, done.stderr
+
+
+def rbac_rules(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for doc in docs:
+        assert doc["kind"] not in ("ClusterRole", "ClusterRoleBinding"), doc["metadata"]["name"]
+        if doc["kind"] == "Role":
+            for rule in doc["rules"]:
+                yield doc["metadata"]["name"], rule
+
+
+def test_rbac_is_namespaced_least_privilege(rendered: dict[str, Path]) -> None:
+    for name, path in rendered.items():
+        roles: dict[str, list[dict[str, Any]]] = {}
+        for role, rule in rbac_rules(documents(path)):
+            roles.setdefault(role, []).append(rule)
+            for key in ("apiGroups", "resources", "verbs", "resourceNames"):
+                assert "*" not in rule.get(key, []), f"{name} {role}: wildcard in {key}"
+            assert "secrets" not in rule["resources"], f"{name} {role}: rights on Secrets"
+        if name.startswith("kserve/"):
+            continue
+        assert roles["hybridml-deployer"] == [
+            {
+                "apiGroups": ["serving.kserve.io"],
+                "resources": ["inferenceservices"],
+                "verbs": ["get", "list", "create", "patch", "delete"],
+            },
+            {"apiGroups": ["serving.kserve.io"], "resources": ["servingruntimes"], "verbs": ["get", "create", "patch"]},
+        ], name
+        assert {verb for rule in roles["hybridml-pipeline-runner"] for verb in rule["verbs"]} == {
+            "get",
+            "watch",
+            "patch",
+            "create",
+        }, name
+
+
+# (ServiceAccount, verb, group, resource, name, allowed) as the API server's RBAC decides them once applied.
+ACCESS = [
+    *(
+        ("hybridml-deployer", verb, "serving.kserve.io", "inferenceservices", "", True)
+        for verb in ("get", "list", "create", "patch", "delete")
+    ),
+    *(
+        ("hybridml-deployer", verb, "serving.kserve.io", "servingruntimes", "", True)
+        for verb in ("get", "create", "patch")
+    ),
+    ("hybridml-deployer", "watch", "serving.kserve.io", "inferenceservices", "", False),
+    ("hybridml-deployer", "update", "serving.kserve.io", "inferenceservices", "", False),
+    ("hybridml-deployer", "delete", "serving.kserve.io", "servingruntimes", "", False),
+    ("hybridml-deployer", "create", "", "pods/exec", "", False),
+    *(("hybridml-pipeline-runner", verb, "", "pods", "", True) for verb in ("get", "watch", "patch")),
+    ("hybridml-pipeline-runner", "list", "", "pods", "", False),
+    ("hybridml-pipeline-runner", "delete", "", "pods", "", False),
+    ("hybridml-pipeline-runner", "get", "", "pods/log", "", True),
+    ("hybridml-pipeline-runner", "get", "", "configmaps", "kfp-launcher", True),
+    ("hybridml-pipeline-runner", "get", "", "configmaps", "other", False),
+    ("hybridml-pipeline-runner", "create", "argoproj.io", "workflowtaskresults", "", True),
+    *(
+        (account, verb, "", "secrets", "", False)
+        for account in ("hybridml-deployer", "hybridml-pipeline-runner", "hybridml-mlflow", "hybridml-predictor")
+        for verb in ("get", "list", "watch")
+    ),
+    ("hybridml-mlflow", "get", "", "pods", "", False),
+    ("hybridml-predictor", "get", "serving.kserve.io", "inferenceservices", "", False),
+]
+
+
+def test_rbac_grants_exactly_what_each_job_needs(
+    control_plane: ControlPlane, namespace: str, rendered: dict[str, Path]
+) -> None:
+    from kubernetes import client
+
+    kept = [doc for doc in documents(rendered["helm/default.yaml"]) if doc["kind"] in ("Role", "RoleBinding")]
+    path = rendered["helm/default.yaml"].parent / "rbac.yaml"
+    path.write_text(yaml.safe_dump_all(kept))
+    done = kubectl(control_plane, "apply", "--server-side", "-f", str(path))
+    assert done.returncode == 0, done.stderr
+    api = client.AuthorizationV1Api(control_plane.api_client())
+    for account, verb, group, resource, name, allowed in ACCESS:
+        resource, _, subresource = resource.partition("/")
+        review = client.V1SubjectAccessReview(
+            spec=client.V1SubjectAccessReviewSpec(
+                user=f"system:serviceaccount:{namespace}:{account}",
+                groups=["system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"],
+                resource_attributes=client.V1ResourceAttributes(
+                    namespace=namespace,
+                    verb=verb,
+                    group=group,
+                    resource=resource,
+                    subresource=subresource or None,
+                    name=name or None,
+                ),
+            )
+        )
+        status = api.create_subject_access_review(review).status
+        assert status.allowed is allowed, (account, verb, group, resource, subresource, name, status.reason)
+
+
+def test_control_port_is_open_only_to_the_deployer(rendered: dict[str, Path]) -> None:
+    for name, path in rendered.items():
+        if name.startswith("kserve/"):
+            continue
+        policies = {doc["metadata"]["name"]: doc for doc in documents(path) if doc["kind"] == "NetworkPolicy"}
+        assert set(policies) == {"hybridml-default-deny-ingress", "hybridml-predictor", "hybridml-mlflow"}, name
+        assert policies["hybridml-default-deny-ingress"]["spec"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
+        ingress = policies["hybridml-predictor"]["spec"]["ingress"]
+        assert ingress == [
+            {"ports": [{"port": 8080, "protocol": "TCP"}]},
+            {
+                "from": [{"podSelector": {"matchLabels": {"hybridml.dev/role": "deployer"}}}],
+                "ports": [{"port": 8081, "protocol": "TCP"}],
+            },
+        ], name
+
+
+def test_kustomize_and_helm_render_the_same_objects(rendered: dict[str, Path]) -> None:
+    for flavour in ("kind", "onprem", "aws"):
+        kustomize = {(d["kind"], d["metadata"]["name"]) for d in documents(rendered[f"kustomize/{flavour}.yaml"])}
+        helm = {(d["kind"], d["metadata"]["name"]) for d in documents(rendered[f"helm/{flavour}.yaml"])}
+        # helm install needs the namespace before the release (namespace.create: only values-kind.yaml renders it).
+        assert kustomize - {("Namespace", NAMESPACE)} == helm - {("Namespace", NAMESPACE)}, flavour
+        assert (("Namespace", NAMESPACE) in helm) == (flavour == "kind"), flavour
+        by_kustomize = {(d["kind"], d["metadata"]["name"]): d for d in documents(rendered[f"kustomize/{flavour}.yaml"])}
+        by_helm = {(d["kind"], d["metadata"]["name"]): d for d in documents(rendered[f"helm/{flavour}.yaml"])}
+        for key, doc in by_helm.items():
+            if key[0] == "Deployment":  # env order differs (strategic merge appends); compare as mappings
+                ours, theirs = doc["spec"]["template"]["spec"], by_kustomize[key]["spec"]["template"]["spec"]
+                envs = [{e["name"]: e for e in spec["containers"][0].pop("env")} for spec in (ours, theirs)]
+                assert envs[0] == envs[1], (flavour, key)
+            for field in ("spec", "rules", "roleRef", "data", "automountServiceAccountToken"):
+                assert doc.get(field) == by_kustomize[key].get(field), (flavour, key, field)
+            annotations = by_kustomize[key]["metadata"].get("annotations")
+            assert doc["metadata"].get("annotations") == annotations, (flavour, key)
+        for docs in (documents(rendered[f"kustomize/{flavour}.yaml"]), documents(rendered[f"helm/{flavour}.yaml"])):
+            rule = next(d for d in docs if d["kind"] == "PrometheusRule")
+            source = yaml.safe_load((ROOT / "src/hybridml/monitoring/prometheus/rules.yaml").read_text())
+            assert rule["spec"] == source["spec"] and rule["metadata"]["namespace"] == NAMESPACE
+
+
+def core_documents(rendered: dict[str, Path], out: Path) -> list[Path]:
+    """Each rendered file without the custom resources (kubernetes-validate knows only core kinds)."""
+    written = []
+    for name, path in sorted(rendered.items()):
+        docs = [d for d in documents(path) if d["apiVersion"].split("/")[0] not in CUSTOM_GROUPS]
+        if docs:
+            target = out / name.replace("/", "-")
+            target.write_text(yaml.safe_dump_all(docs))
+            written.append(target)
+    return written
+
+
+def test_kubernetes_validate_strict_on_core_kinds(rendered: dict[str, Path], tmp_path: Path) -> None:
+    files = core_documents(rendered, tmp_path)
+    assert len(files) == 7  # the kserve files hold only custom resources
+    done = subprocess.run(
+        [str(KUBE_VALIDATE), "--strict", "--kubernetes-version", KUBE_VERSION, *map(str, files)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count(" passed for resource ") == sum(len(documents(path)) for path in files), done.stdout
+
+
+def test_checkov_fixed_checks_pass(rendered: dict[str, Path], tmp_path: Path) -> None:
+    if not os.access(CHECKOV, os.X_OK):
+        pytest.skip(f"{CHECKOV} is not built (make aws-tools)")
+    checks = [line.split("#")[0].strip() for line in CHECKOV_CHECKS.read_text().splitlines()]
+    checks = [check for check in checks if check]
+    folder = tmp_path / "core"
+    folder.mkdir()
+    core_documents(rendered, folder)
+    command = [str(CHECKOV), "-d", str(folder), "--framework", "kubernetes", "--skip-download", "-o", "json"]
+    done = subprocess.run(
+        [*command, "--check", ",".join(checks)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    report = json.loads(done.stdout)
+    summary = report["summary"]
+    failed = [(c["check_id"], c["resource"], c["file_path"]) for c in report["results"]["failed_checks"]]
+    assert failed == [] and summary["failed"] == 0 and summary["parsing_errors"] == 0, failed
+    ran = {c["check_id"] for c in report["results"]["passed_checks"]}
+    assert ran == set(checks), f"checks that matched no resource: {sorted(set(checks) - ran)}"
