@@ -182,9 +182,7 @@ def test_recorded_events_join_the_history_and_refusals_write_nothing(
     reg = Registry(backend.uri, user="pipeline")
     register(reg, model_name, logged, "k")
     reg.set_status(model_name, 1, APPROVED, reason="ok")
-    event = reg.record_event(
-        model_name, 1, "canary", "promote", reason='{"canary_auc": 0.91}', actor="canary-analysis"
-    )
+    event = reg.record_event(model_name, 1, "canary", "promote", reason='{"canary_auc": 0.91}', actor="canary-analysis")
     assert (event.action, event.version, event.detail, event.reason, event.actor, event.model) == (
         "canary", 1, "promote", '{"canary_auc": 0.91}', "canary-analysis", model_name,
     )  # fmt: skip
