@@ -21,3 +21,16 @@ from hybridml.core.secrets import redact
 )
 def test_passwords_are_redacted(uri: str, shown: str) -> None:
     assert redact(uri) == shown
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        ("postgresql:/alice:s3cret@db/optuna", "postgresql:/alice:***@db/optuna"),  # one slash: no netloc
+        ("alice:s3cret@db/optuna", "alice:***@db/optuna"),  # no scheme
+        ("sqlite:///tmp/optuna.db", "sqlite:///tmp/optuna.db"),  # nothing to hide: unchanged
+        ("http://mlflow:5000/a@b", "http://mlflow:5000/a@b"),  # an @ in a path is not a credential
+    ],
+)
+def test_credentials_outside_a_netloc_are_hidden_too(uri: str, shown: str) -> None:
+    assert redact(uri) == shown

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit, urlunsplit
+
+# user:password@ where a URI parser finds no netloc (a mistyped "postgresql:/user:pw@host/db", or no scheme).
+_LOOSE_CREDENTIALS = re.compile(r"(^|[:/])([^:/@\s]+):([^@/\s]+)@")
 
 
 def redact(uri: str) -> str:
@@ -13,6 +17,6 @@ def redact(uri: str) -> str:
     except ValueError:  # not a URI (a bad port, say): show none of it rather than risk a secret
         return "<unparsable URI>"
     if password is None:
-        return uri
+        return _LOOSE_CREDENTIALS.sub(r"\1\2:***@", uri)
     netloc = f"{parts.username}:***@{parts.hostname or ''}" + (f":{port}" if port else "")
     return urlunsplit(parts._replace(netloc=netloc))

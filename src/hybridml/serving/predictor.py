@@ -87,7 +87,10 @@ def _converter(spec: FeatureSpec) -> Converter:
     def number(value: Any) -> float:
         kind = type(value)
         if kind is float or kind is int:  # the common case first: plain JSON numbers
-            x = float(value)
+            try:
+                x = float(value)
+            except OverflowError:  # an int beyond float range (from the Python API; JSON cannot carry one)
+                raise _BadValueError(f"is out of range: {_show(value)}") from None
         elif value is None:
             return missing()
         elif isinstance(value, bool | np.bool_):
