@@ -39,6 +39,7 @@ from hybridml.monitoring.canary import (
     decide,
     evaluate,
     histogram_quantile,
+    scrape,
 )
 from hybridml.monitoring.feedback_join import OnlineQuality
 from hybridml.registry.protocol import HistoryEvent
@@ -455,3 +456,11 @@ def test_a_new_trial_ignores_the_requests_of_the_versions_earlier_trial(tmp_path
     run.registry.events[-1] = HistoryEvent("1970-01-01T00:01:50Z", "t", "canary", "m", 2, ROLLBACK, "")
     q = run.analyze()[0].to_dict()["checks"][AUC]
     assert q["canary"][3] == 120 - 11  # requests at ts 111 and later
+
+
+def test_scrape_refuses_anything_but_http_before_opening_it(tmp_path: Path) -> None:
+    secret = tmp_path / "metrics"
+    secret.write_text("hybridml_router_requests_total 1\n")
+    for endpoint in (f"file://{tmp_path}", "ftp://127.0.0.1", "127.0.0.1:8080"):
+        with pytest.raises(InvalidInputError, match="endpoint must be an http:// or https:// URL"):
+            scrape(endpoint)

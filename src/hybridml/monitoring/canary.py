@@ -348,7 +348,7 @@ class RouterSnapshot:
     @classmethod
     def parse(cls, text: str, model: str) -> RouterSnapshot:
         """Read the router's series of ``model`` from a ``/metrics`` text (Prometheus exposition format)."""
-        requests: dict[tuple[str, str, str], float] = {}
+        counts: dict[tuple[str, str, str], float] = {}
         buckets: dict[str, dict[float, float]] = {}
         died: dict[str, float] = {}
         for family in text_string_to_metric_families(text):
@@ -358,12 +358,12 @@ class RouterSnapshot:
                     continue
                 if sample.name == "hybridml_router_requests_total":
                     key = (labels["version"], labels["variant"], labels["code"])
-                    requests[key] = requests.get(key, 0.0) + sample.value
+                    counts[key] = counts.get(key, 0.0) + sample.value
                 elif sample.name == "hybridml_router_seconds_bucket":
                     buckets.setdefault(labels["variant"], {})[float(labels["le"])] = sample.value
                 elif sample.name == "hybridml_variant_events_total" and labels.get("event") == "died":
                     died[labels["variant"]] = sample.value
-        return cls(requests, buckets, died)
+        return cls(counts, buckets, died)
 
     def since(self, earlier: RouterSnapshot | None) -> RouterSnapshot:
         """The counts of the window from ``earlier`` to this scrape (a counter that went down restarted: kept whole)."""
@@ -401,9 +401,13 @@ def scrape(endpoint: str, timeout_s: float = 5.0) -> str:
     """The text of ``endpoint``'s ``/metrics``.
 
     Raises:
+        InvalidInputError: ``endpoint`` is not an http(s) URL.
         OSError: the server does not answer (URLError is an OSError).
     """
-    with urllib.request.urlopen(f"{endpoint.rstrip('/')}/metrics", timeout=timeout_s) as response:  # noqa: S310
+    if not endpoint.startswith(("http://", "https://")):
+        raise InvalidInputError(f"endpoint must be an http:// or https:// URL, got {endpoint!r}")
+    url = f"{endpoint.rstrip('/')}/metrics"
+    with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310  # nosec B310 - http(s) only, checked above
         return str(response.read().decode("utf-8"))
 
 
