@@ -7,8 +7,8 @@ install fails (offline).
 
 from __future__ import annotations
 
-import ast
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,6 +16,7 @@ from typing import Any
 
 import hcl2
 import pytest
+from hcl2.utils import SerializationOptions
 
 from hybridml.aws import eventbridge, stepfunctions
 
@@ -38,7 +39,7 @@ def tf() -> dict[str, Any]:
     ]  # fmt: skip
     for path in files:
         with path.open() as handle:
-            parsed = hcl2.load(handle)
+            parsed = _legacy(hcl2.load(handle, serialization_options=OPTIONS))
         for kind in ("resource", "data"):
             for block in parsed.get(kind, []):
                 for rtype, named in block.items():
@@ -51,6 +52,34 @@ def tf() -> dict[str, Any]:
         merged["terraform"] += parsed.get("terraform", [])
         merged["locals"] += parsed.get("locals", [])
     return merged
+
+
+# python-hcl2 8 marks blocks and keeps attribute values bare; the tests read the classic shape, where every block
+# is a list of bodies and every attribute value a one-item list (as `hcl2.load` gave before version 7).
+OPTIONS = SerializationOptions(with_comments=False, strip_string_quotes=True, preserve_heredocs=False)
+
+
+def _is_blocks(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(b, dict) and b.get("__is_block__") for b in value)
+
+
+def _body(block: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: [_body(b) for b in value] if _is_blocks(value) else [value]
+        for key, value in block.items()
+        if not key.startswith("__")
+    }
+
+
+def _labelled(block: dict[str, Any]) -> Any:
+    """A labelled block ({label: {label: body}}) down to its body, every level kept."""
+    if block.get("__is_block__"):
+        return _body(block)
+    return {label: _labelled(inner) for label, inner in block.items() if not label.startswith("__")}
+
+
+def _legacy(parsed: dict[str, Any]) -> dict[str, Any]:
+    return {kind: [_labelled(b) for b in blocks] for kind, blocks in parsed.items() if not kind.startswith("__")}
 
 
 def _one(value: list[Any]) -> Any:
@@ -151,14 +180,17 @@ def test_eventbridge_rule_matches_the_python_definition(tf: dict[str, Any]) -> N
     rule = tf["resource"]["aws_cloudwatch_event_rule"]["retrain"]
     text = _one(rule["event_pattern"])
     assert text.startswith("${jsonencode(") and text.endswith(")}")
-    pattern = json.dumps(ast.literal_eval(text[len("${jsonencode(") : -len(")}")]))
-    pattern = pattern.replace("${aws_s3_bucket.artifacts.id}", "lake").replace("${var.data_prefix}", "new/")
+    # The HCL object inside jsonencode(...) as JSON: `key = ` becomes `"key": `, references become sample values.
+    hcl_object = text[len("${jsonencode(") : -len(")}")]
+    pattern = re.sub(r'([{,])\s*"?([\w-]+)"?\s*=\s*', r'\1"\2": ', hcl_object)
+    pattern = pattern.replace("aws_s3_bucket.artifacts.id", '"lake"').replace("var.data_prefix", '"new/"')
     assert json.loads(pattern) == eventbridge.event_pattern("lake", "new/")
     target = tf["resource"]["aws_cloudwatch_event_target"]["retrain"]
     assert target["arn"] == ["${aws_sfn_state_machine.retrain.arn}"]
     transformer = _one(target["input_transformer"])
     assert _one(transformer["input_paths"]) == eventbridge.INPUT_PATHS
-    filled = _one(transformer["input_template"]).replace("<bucket>", '"lake"').replace("<key>", '"new/a.csv"')
+    template = _one(transformer["input_template"]).replace('\\"', '"')  # the heredoc comes back as an escaped string
+    filled = template.replace("<bucket>", '"lake"').replace("<key>", '"new/a.csv"')
     assert set(json.loads(filled)) == {"bucket", "key", *stepfunctions.RETRAIN_INPUT}
 
 

@@ -81,7 +81,7 @@ def test_deploy_refuses_a_version_that_is_not_approved(trained: tuple[str, train
     assert not (d / "deployments" / "m.json").exists()
 
 
-@pytest.mark.parametrize("target", ["kserve", "nowhere"])  # sagemaker: tests/unit/test_sagemaker_config.py
+@pytest.mark.parametrize("target", ["nowhere"])  # sagemaker, kserve: their config tests
 def test_unbuilt_or_unknown_deploy_targets_say_so(target: str, tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match=f"deploy target '{target}'"):
         release.deploy_target(target, str(tmp_path))
