@@ -135,6 +135,18 @@ def test_deploy_applies_the_rendered_object_server_side_and_waits_for_ready(bed:
     assert bed.target.list() == [deployed]
 
 
+def test_a_serving_runtime_installed_by_the_chart_is_left_as_it_is(bed: Bed) -> None:
+    installed = render.serving_runtime(bed.config())
+    installed["spec"]["containers"][0]["image"] = "registry.example.com/hybridml/predictor:chart"
+    bed.custom.create_namespaced_custom_object(
+        GROUP, "v1alpha1", bed.ns, "servingruntimes", installed, field_manager="helm"
+    )
+    assert bed.target.deploy(ref("1")).ready
+    runtime = bed.custom.get_namespaced_custom_object(GROUP, "v1alpha1", bed.ns, "servingruntimes", "hybridml")
+    assert runtime["spec"]["containers"][0]["image"] == "registry.example.com/hybridml/predictor:chart"
+    assert {entry["manager"] for entry in runtime["metadata"]["managedFields"]} == {"helm"}
+
+
 def test_standard_canary_set_traffic_and_promote(bed: Bed) -> None:
     bed.target.deploy(ref("1"))
     canary = bed.target.deploy(ref("2"), traffic_percent=30)
@@ -504,11 +516,12 @@ def test_5xx_are_retried_with_backoff_through_a_faulty_proxy(bed: Bed, proxy: Fa
     isvc = f"/apis/{GROUP}/{VERSION}/namespaces/{bed.ns}/{PLURAL}/churn"
     runtime = f"/apis/{GROUP}/v1alpha1/namespaces/{bed.ns}/servingruntimes/hybridml"
     apply = "?fieldManager=hybridml&force=false"
-    assert proxy.seen[:8] == [
+    assert proxy.seen[:9] == [
         ("GET", isvc, 503),
         ("GET", isvc, 502),
         ("GET", isvc, 404),
         ("GET", f"/api/v1/namespaces/{bed.kserve_ns}/configmaps/inferenceservice-config", 200),
+        ("GET", runtime, 404),
         ("PATCH", runtime + apply, 503),
         ("PATCH", runtime + apply, 504),
         ("PATCH", runtime + apply, 201),

@@ -152,8 +152,22 @@ class KServeTarget(DeployTarget):
                 self.config, name, mode, current.stable, served, traffic_percent, features=features
             )
         if self.config.runtime == render.MODEL_FORMAT:
-            self._apply(RUNTIMES, render.serving_runtime(self.config), version="v1alpha1")
+            self._ensure_runtime()
         return self._change(name, body, current)
+
+    def _ensure_runtime(self) -> None:
+        """Create the project's ServingRuntime where the namespace has none; an existing one is left as it is.
+
+        The chart and the kustomize base install their own (a read-only root, the control listener and its token),
+        owned by another field manager: applying ours over it would conflict, or undo their settings.
+        """
+        try:
+            self._call(
+                "get", RUNTIMES, self._custom.get_namespaced_custom_object,
+                GROUP, "v1alpha1", self._ns, RUNTIMES, self.config.runtime,
+            )  # fmt: skip
+        except NotFoundError:
+            self._apply(RUNTIMES, render.serving_runtime(self.config), version="v1alpha1")
 
     def set_traffic(self, name: str, percent: int) -> Deployment:
         """Give the canary ``percent`` of requests (re-applied with the same versions), then wait."""
