@@ -7,15 +7,14 @@ Node either by naming it (``spec.nodeName``) or through kube-scheduler.
 from __future__ import annotations
 
 import ipaddress
-import time
 import uuid
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.integration.k8s.conftest import POD_CIDR
 from tests.integration.k8s.test_control_plane import namespace, restricted_pod
+from tests.integration.k8s.test_controller_manager import eventually
 
 if TYPE_CHECKING:
     from tests.integration.k8s.conftest import ControlPlane
@@ -24,17 +23,6 @@ pytestmark = pytest.mark.integration
 
 kubernetes = pytest.importorskip("kubernetes")
 from kubernetes import client  # noqa: E402
-
-
-def eventually(probe: Callable[[], Any], timeout: float = 60.0) -> Any:
-    """``probe()``'s first truthy answer; fails after ``timeout`` seconds (a bound, not a measured time)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        answer = probe()
-        if answer:
-            return answer
-        time.sleep(0.2)
-    pytest.fail(f"no answer from {probe.__name__} within {timeout}s")
 
 
 def test_a_restricted_pod_on_the_fake_node_becomes_running_and_ready(
