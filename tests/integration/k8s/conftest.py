@@ -20,6 +20,7 @@ marks Running and Ready; no container ever runs).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import json
@@ -51,6 +52,10 @@ BUILD_TIMEOUT_S = int(os.environ.get("HYBRIDML_K8S_BUILD_TIMEOUT", "3600"))
 START_TIMEOUT_S = 180.0
 SERVICE_CIDR = "10.0.0.0/24"
 ISSUER = "https://kubernetes.default.svc.cluster.local"
+EXTERNAL_ENV = "HYBRIDML_TEST_KUBECONFIG"
+# Every namespace a test creates carries this label, so a run against an external cluster can remove its own.
+TEST_NAMESPACE_LABEL = "hybridml.dev/test-namespace"
+SESSION = secrets.token_hex(4)
 
 
 def bin_dir() -> Path:
@@ -70,8 +75,30 @@ def binaries_current() -> bool:
     return check.returncode == 0
 
 
+def external_kubeconfig() -> Path | None:
+    """The kubeconfig of a cluster the tests should use instead of starting their own (``HYBRIDML_TEST_KUBECONFIG``).
+
+    Deliberately not ``KUBECONFIG``: a developer's everyday cluster is never a test bed by accident.
+    """
+    value = os.environ.get(EXTERNAL_ENV, "")
+    return Path(value) if value else None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Give this folder's tests the build's timeout when the first of them will have to build the binaries."""
+    """Against an external cluster, skip what needs the tests' own control plane; else give the build's timeout.
+
+    On a cluster of the user's, only tests marked ``any_cluster`` run: the others play KServe's controller or
+    kubelet, or use the static tokens and processes that only the tests' own control plane has.
+    """
+    if external_kubeconfig() is not None:
+        reason = (
+            f"{EXTERNAL_ENV} is set: this test plays a controller or uses the test control plane's own tokens and"
+            " processes, so it runs only on the control plane the tests start"
+        )
+        for item in items:
+            if "control_plane" in getattr(item, "fixturenames", ()) and item.get_closest_marker("any_cluster") is None:
+                item.add_marker(pytest.mark.skip(reason=reason))
+        return
     here = Path(__file__).parent
     mine = [item for item in items if here in item.path.parents]
     if mine and not binaries_current():
@@ -186,22 +213,27 @@ class ControlPlane:
         admin_token: Static token of user ``admin`` in group ``system:masters``.
         deployer_token: Static token of user ``deployer`` (no groups, so no rights until a binding grants some).
         log_dir: Where etcd.log and kube-apiserver.log are written.
+        external: The kubernetes ``Configuration`` of an external cluster's kubeconfig user
+            (``HYBRIDML_TEST_KUBECONFIG``), used when no token is given; None for the tests' own control plane.
     """
 
     server: str
-    ca_file: Path
+    ca_file: Path | None
     kubeconfig: Path
     admin_token: str
     deployer_token: str
     log_dir: Path
+    external: Any = None
 
     def api_client(self, token: str | None = None) -> Any:
-        """A ``kubernetes.client.ApiClient`` bearing ``token`` (the admin token by default)."""
+        """A ``kubernetes.client.ApiClient`` bearing ``token`` (default: the admin token, or the kubeconfig's user)."""
         from kubernetes import client
 
+        if token is None and self.external is not None:
+            return client.ApiClient(self.external)
         configuration = client.Configuration()
         configuration.host = self.server
-        configuration.ssl_ca_cert = str(self.ca_file)
+        configuration.ssl_ca_cert = str(self.ca_file) if self.ca_file else None
         configuration.api_key = {"authorization": token or self.admin_token}
         configuration.api_key_prefix = {"authorization": "Bearer"}
         return client.ApiClient(configuration)
@@ -281,8 +313,13 @@ def install_crds(plane: ControlPlane, crds: list[dict[str, Any]]) -> list[str]:
     api = client.ApiextensionsV1Api(plane.api_client())
     names = []
     for crd in crds:
-        # _preload_content=False: the generated models mangle some schema keys on the way back.
-        api.create_custom_resource_definition(crd, _preload_content=False)
+        try:
+            # _preload_content=False: the generated models mangle some schema keys on the way back.
+            api.create_custom_resource_definition(crd, _preload_content=False)
+        except client.ApiException as exc:
+            # An external cluster keeps the CRDs it has (its KServe's own): only missing ones are added.
+            if exc.status != 409 or plane.external is None:
+                raise
         names.append(crd["metadata"]["name"])
     deadline = time.monotonic() + 60
     pending = set(names)
@@ -298,14 +335,76 @@ def install_crds(plane: ControlPlane, crds: list[dict[str, Any]]) -> list[str]:
     return names
 
 
+def make_namespace(plane: ControlPlane, enforce: str = "restricted", prefix: str = "t") -> str:
+    """A fresh namespace at Pod Security level ``enforce``, with its ``default`` ServiceAccount.
+
+    Unless a kube-controller-manager runs, the test plays its serviceaccount controller: without the ``default``
+    ServiceAccount the ServiceAccount admission plugin refuses every pod before Pod Security sees it.
+    """
+    import uuid
+
+    from kubernetes import client
+
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(plane.api_client())
+    labels = {
+        "pod-security.kubernetes.io/enforce": enforce,
+        "pod-security.kubernetes.io/enforce-version": "latest",
+        TEST_NAMESPACE_LABEL: SESSION,
+    }
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)))
+    try:
+        account = client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="default"))
+        core.create_namespaced_service_account(name, account)
+    except client.ApiException as exc:
+        if exc.status != 409:  # a running kube-controller-manager got there first
+            raise
+    return name
+
+
 @pytest.fixture(scope="session")
 def control_plane(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    """etcd and kube-apiserver on 127.0.0.1 with the shared CRDs installed, for the whole test session."""
+    """etcd and kube-apiserver on 127.0.0.1 with the shared CRDs installed, for the whole test session.
+
+    With ``HYBRIDML_TEST_KUBECONFIG`` set, the cluster it names instead (see :func:`external_plane`).
+    """
     pytest.importorskip("kubernetes")
     if not CRD_ROOT.is_dir():
         pytest.skip(f"the shared CRDs are not at {CRD_ROOT}")
-    binaries = ensure_binaries(request.config)
-    work = tmp_path_factory.mktemp("k8s")
+    external = external_kubeconfig()
+    if external is not None:
+        yield from external_plane(external, tmp_path_factory.mktemp("k8s"))
+        return
+    with start_control_plane(ensure_binaries(request.config), tmp_path_factory.mktemp("k8s")) as plane:
+        yield plane
+
+
+def external_plane(kubeconfig: Path, work: Path) -> Iterator[ControlPlane]:
+    """A user's cluster as the test bed: its kubeconfig's user acts as admin; missing shared CRDs are added.
+
+    Only tests marked ``any_cluster`` run there (see ``pytest_collection_modifyitems``), and every namespace they
+    created (labelled ``TEST_NAMESPACE_LABEL``) is deleted at the end.
+    """
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    config.load_kube_config(
+        config_file=str(kubeconfig), context=os.environ.get("HYBRIDML_TEST_CONTEXT"), client_configuration=configuration
+    )
+    ca_file = Path(configuration.ssl_ca_cert) if configuration.ssl_ca_cert else None
+    plane = ControlPlane(configuration.host, ca_file, kubeconfig, "", "", work, external=configuration)
+    install_crds(plane, load_crds())
+    try:
+        yield plane
+    finally:
+        core = client.CoreV1Api(plane.api_client())
+        for namespace in core.list_namespace(label_selector=f"{TEST_NAMESPACE_LABEL}={SESSION}").items:
+            core.delete_namespace(namespace.metadata.name)
+
+
+@contextlib.contextmanager
+def start_control_plane(binaries: Path, work: Path) -> Iterator[ControlPlane]:
+    """Start etcd and kube-apiserver from ``binaries`` with their files under ``work``; stop both on exit."""
     ca_file, cert_file, key_file = _write_certificates(work)
     admin_token, deployer_token = secrets.token_hex(16), secrets.token_hex(16)
     tokens = work / "tokens.csv"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
-import uuid
 from typing import TYPE_CHECKING, Any
 
 from kubernetes import client
@@ -130,12 +129,9 @@ class ControllerThread:
 
 def make_namespace(plane: ControlPlane, enforce: str = "restricted") -> str:
     """A fresh namespace with its ``default`` ServiceAccount (no controller-manager creates it here)."""
-    name = f"k-{uuid.uuid4().hex[:8]}"
-    core = client.CoreV1Api(plane.api_client())
-    labels = {"pod-security.kubernetes.io/enforce": enforce, "pod-security.kubernetes.io/enforce-version": "latest"}
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)))
-    core.create_namespaced_service_account(name, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="default")))
-    return name
+    from tests.integration.k8s.conftest import make_namespace as fresh
+
+    return fresh(plane, enforce, prefix="k")
 
 
 def kserve_namespace(plane: ControlPlane, mode: str | None) -> str:

@@ -8,7 +8,6 @@ over a ServiceAccount token issued by the API server's TokenRequest endpoint.
 from __future__ import annotations
 
 import json
-import uuid
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -22,29 +21,16 @@ kubernetes = pytest.importorskip("kubernetes")
 from kubernetes import client  # noqa: E402
 from kubernetes.client.exceptions import ApiException  # noqa: E402
 
+from tests.integration.k8s.conftest import make_namespace  # noqa: E402
+
 GROUP = "serving.kserve.io"
 ISVC_API = f"{GROUP}/v1beta1"
 MANAGER = "hybridml"
 
 
 def namespace(plane: ControlPlane, enforce: str) -> str:
-    """A fresh namespace with Pod Security ``enforce`` level and its ``default`` ServiceAccount.
-
-    Unless the ``controller_manager`` fixture runs, the test plays its serviceaccount controller: without the
-    ``default`` ServiceAccount the ServiceAccount admission plugin refuses every pod before Pod Security sees it.
-    """
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    core = client.CoreV1Api(plane.api_client())
-    labels = {"pod-security.kubernetes.io/enforce": enforce, "pod-security.kubernetes.io/enforce-version": "latest"}
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels)))
-    try:
-        core.create_namespaced_service_account(
-            name, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name="default"))
-        )
-    except ApiException as exc:
-        if exc.status != 409:  # a running kube-controller-manager got there first
-            raise
-    return name
+    """A fresh namespace with Pod Security ``enforce`` level and its ``default`` ServiceAccount."""
+    return make_namespace(plane, enforce)
 
 
 def restricted_pod(name: str) -> dict[str, Any]:
@@ -99,6 +85,7 @@ def body(exc: ApiException) -> dict[str, Any]:
 # --- Pod Security -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.any_cluster
 def test_restricted_namespace_refuses_a_privileged_pod(control_plane: ControlPlane) -> None:
     ns = namespace(control_plane, "restricted")
     core = client.CoreV1Api(control_plane.api_client())
@@ -111,6 +98,7 @@ def test_restricted_namespace_refuses_a_privileged_pod(control_plane: ControlPla
     assert core.list_namespaced_pod(ns).items == []
 
 
+@pytest.mark.any_cluster
 def test_restricted_namespace_accepts_a_restricted_pod(control_plane: ControlPlane) -> None:
     ns = namespace(control_plane, "restricted")
     core = client.CoreV1Api(control_plane.api_client())
@@ -120,6 +108,7 @@ def test_restricted_namespace_accepts_a_restricted_pod(control_plane: ControlPla
     assert stored.metadata.namespace == ns
 
 
+@pytest.mark.any_cluster
 def test_the_refusal_is_pod_securitys_the_same_pod_passes_in_a_privileged_namespace(
     control_plane: ControlPlane,
 ) -> None:
@@ -130,6 +119,7 @@ def test_the_refusal_is_pod_securitys_the_same_pod_passes_in_a_privileged_namesp
     assert core.read_namespaced_pod("privileged", ns).spec.containers[0].security_context.privileged is True
 
 
+@pytest.mark.any_cluster
 def test_restricted_namespace_names_every_missing_control(control_plane: ControlPlane) -> None:
     ns = namespace(control_plane, "restricted")
     core = client.CoreV1Api(control_plane.api_client())
@@ -148,6 +138,7 @@ def test_restricted_namespace_names_every_missing_control(control_plane: Control
 # --- InferenceService through the CRD ----------------------------------------------------------------------
 
 
+@pytest.mark.any_cluster
 def test_server_side_apply_stores_an_inference_service_with_its_field_manager(control_plane: ControlPlane) -> None:
     ns = namespace(control_plane, "restricted")
     isvcs = control_plane.dynamic().resources.get(api_version=ISVC_API, kind="InferenceService")
@@ -167,6 +158,7 @@ def test_server_side_apply_stores_an_inference_service_with_its_field_manager(co
     assert "maxReplicas" not in isvcs.get(name="churn", namespace=ns).to_dict()["spec"]["predictor"]
 
 
+@pytest.mark.any_cluster
 def test_the_crd_schema_refuses_a_wrong_field_type_on_create(control_plane: ControlPlane) -> None:
     ns = namespace(control_plane, "restricted")
     custom = client.CustomObjectsApi(control_plane.api_client())
@@ -246,6 +238,7 @@ def deployer_token(plane: ControlPlane, ns: str) -> str:
     return token
 
 
+@pytest.mark.any_cluster
 def test_a_service_account_under_its_role_creates_inference_services_and_cannot_list_secrets(
     control_plane: ControlPlane,
 ) -> None:

@@ -401,6 +401,7 @@ def dry_run_pod(plane: ControlPlane, ns: str, pod: dict[str, Any]) -> None:
     client.CoreV1Api(plane.api_client()).create_namespaced_pod(ns, pod, dry_run="All")
 
 
+@pytest.mark.any_cluster
 def test_a_restricted_namespace_admits_the_rendered_predictor_pod(control_plane: ControlPlane) -> None:
     ns = make_namespace(control_plane, "restricted")
     config = KServeConfig(namespace=ns, image=IMAGE)
