@@ -18,7 +18,7 @@ HELM_LDFLAGS := -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
 	-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=37 \
 	-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=37
 
-.PHONY: setup demo test lint typecheck security compile benchmark benchmark-serving benchmark-cli predictor-env mutation clean aws-tools aws-check dashboards benchmark-drift k8s-tools ci-lint pipeline-check push-images render helm-lint images
+.PHONY: setup demo test lint typecheck security compile benchmark benchmark-serving benchmark-cli predictor-env mutation clean aws-tools aws-check dashboards benchmark-drift k8s-tools kserve-tools ci-lint pipeline-check push-images render helm-lint images
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -98,12 +98,17 @@ K8S_BUILD_P ?= 2
 k8s-tools:
 	K8S_COMPONENTS="$(K8S_COMPONENTS)" K8S_BUILD_P=$(K8S_BUILD_P) scripts/build_k8s.sh
 
+## kserve-tools: KServe's own controller (cmd/manager, v0.20.0 from tools/kserve/go.mod) into .tools/k8s (cold:
+## minutes; its own module graph, so it cannot share the control plane's build)
+kserve-tools:
+	K8S_BUILD_P=$(K8S_BUILD_P) K8S_NICE=0 scripts/build_kserve.sh
+
 ## images: both container images with buildah on a Debian 12 base bootstrapped here (root; prints sizes)
 images:
 	scripts/build_images.sh
 
 ## test: lint, type-check, security scan, then the test suite (unit, cli, integration; e2e skips here)
-test: lint typecheck security aws-tools k8s-tools $(ACTIONLINT) images
+test: lint typecheck security aws-tools k8s-tools kserve-tools $(ACTIONLINT) images
 	$(BIN)/pytest -q
 
 compile: setup
