@@ -82,6 +82,14 @@ kubectl -n kubeflow wait --for=condition=Available --timeout=900s deployment/ml-
 step "hybridml manifests (kind overlay)"
 # The namespace carries Pod Security labels; create it first so the rest is admitted against them.
 kubectl apply -k manifests/overlays/kind
+# Kustomize cannot generate a password and keep it: the PostgreSQL for Optuna reads it from this Secret, and the
+# HPO steps (in namespace kubeflow) read the same one as PGPASSWORD.
+if ! kubectl -n "$NAMESPACE" get secret hybridml-postgresql >/dev/null 2>&1; then
+  password=$(openssl rand -hex 24)
+  for ns in "$NAMESPACE" kubeflow; do
+    kubectl -n "$ns" create secret generic hybridml-postgresql --from-literal=password="$password"
+  done
+fi
 kubectl -n "$NAMESPACE" wait --for=condition=Available --timeout=300s deployment/hybridml-mlflow
 # Single-user KFP runs every step in namespace kubeflow as pipeline-runner: let it deploy into $NAMESPACE with the
 # deployer's namespaced Role (the same rights as the hybridml-deployer service account, nothing more).

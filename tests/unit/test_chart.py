@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 import yaml
@@ -89,6 +91,23 @@ BAD_VALUES = [
         "'bucket' does not match pattern",
     ),
     ({"mlflow": {"persistance": {"size": "1Gi"}}}, "/mlflow", "additional properties 'persistance' not allowed"),
+    ({"postgresql": {"enabled": "yes"}}, "/postgresql/enabled", "got string, want boolean"),
+    ({"postgresql": {"enabled": False}}, "/postgresql/externalUri", "minLength: got 0, want 1"),
+    (
+        {"postgresql": {"enabled": False, "externalUri": "mysql://optuna@db:3306/optuna"}},
+        "/postgresql/externalUri",
+        "does not match pattern",
+    ),
+    ({"postgresql": {"externalUri": "postgresql://optuna@db/optuna"}}, "/postgresql/externalUri", "maxLength: got"),
+    ({"postgresql": {"image": {"digest": "latest"}}}, "/postgresql/image/digest", "'latest' does not match pattern"),
+    ({"postgresql": {"copySecretTo": ["Kubeflow"]}}, "/postgresql/copySecretTo/0", "does not match pattern"),
+    ({"postgresql": {"existingSecret": "My_Secret"}}, "/postgresql/existingSecret", "does not match pattern"),
+    ({"postgresql": {"persistence": {"size": "lots"}}}, "/postgresql/persistence/size", "does not match pattern"),
+    (
+        {"networkPolicy": {"postgresqlClientPodLabels": {"tier": 1}}},
+        "/networkPolicy/postgresqlClientPodLabels/tier",
+        "got number, want string",
+    ),
 ]
 
 
@@ -118,11 +137,23 @@ CROSS_FIELD = [
         {"mlflow": {"backend": {"type": "postgresql"}, "artifacts": {"type": "s3", "destination": "bucket"}}},
         'mlflow.artifacts.destination must be s3://BUCKET[/PREFIX] with artifacts.type s3, got "bucket"',
     ),
+    (
+        {"postgresql": {"enabled": False}},
+        "postgresql.externalUri must be a postgresql:// URI with postgresql.enabled false (the hpo_storage runs use),"
+        ' got ""',
+    ),
+    (
+        {"postgresql": {"externalUri": "postgresql://optuna@db/optuna"}},
+        "postgresql.externalUri is for postgresql.enabled false; the chart's own PostgreSQL is on,"
+        ' got "postgresql://optuna@db/optuna"',
+    ),
 ]
 
 
 @needs_helm
-@pytest.mark.parametrize(("values", "message"), CROSS_FIELD, ids=["replicas", "destination"])
+@pytest.mark.parametrize(
+    ("values", "message"), CROSS_FIELD, ids=["replicas", "destination", "pg-external-missing", "pg-external-and-own"]
+)
 def test_cross_field_values_are_refused_with_a_message(tmp_path: Path, values: dict[str, object], message: str) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(values))
@@ -198,3 +229,181 @@ def test_runtime_args_are_the_predictors_flags(tmp_path: Path) -> None:
     parsed.control_token_file = None
     with pytest.raises(InvalidInputError, match="off loopback the control listener needs a token"):
         control_settings(parsed, {})
+
+
+def rendered(*args: str) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """``helm template`` of the chart in namespace hybridml: (kind, namespace, name) -> object."""
+    done = helm("template", "hybridml", str(CHART), "--namespace", "hybridml", *args)
+    assert done.returncode == 0, done.stderr
+    docs = [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+    return {(doc["kind"], doc["metadata"].get("namespace", ""), doc["metadata"]["name"]): doc for doc in docs}
+
+
+PG = "hybridml-postgresql"
+PG_SELECTOR = {"app.kubernetes.io/name": "postgresql", "app.kubernetes.io/component": "optuna-storage"}
+PG_KINDS = {"ServiceAccount", "Secret", "StatefulSet", "Service", "NetworkPolicy", "PodDisruptionBudget"}
+PG_PROBE = ["pg_isready", "--host", "127.0.0.1", "--port", "5432", "--username", "optuna", "--dbname", "optuna"]
+
+
+@needs_helm
+def test_postgresql_for_optuna_is_rendered_by_default() -> None:
+    objects = rendered()
+    assert {key for key in objects if key[2] == PG} == {
+        ("ServiceAccount", "hybridml", PG),
+        ("Secret", "hybridml", PG),
+        ("Secret", "kubeflow", PG),  # copySecretTo: where the KFP runs execute
+        ("StatefulSet", "hybridml", PG),
+        ("Service", "hybridml", PG),
+        ("NetworkPolicy", "hybridml", PG),
+        ("PodDisruptionBudget", "hybridml", PG),
+    }
+    assert objects[("ServiceAccount", "hybridml", PG)]["automountServiceAccountToken"] is False
+    spec = objects[("StatefulSet", "hybridml", PG)]["spec"]
+    assert (spec["replicas"], spec["serviceName"], spec["selector"]) == (1, PG, {"matchLabels": PG_SELECTOR})
+    assert spec["template"]["metadata"]["labels"] == PG_SELECTOR
+    claim = spec["volumeClaimTemplates"]
+    assert claim == [
+        {
+            "metadata": {"name": "data"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "2Gi"}}},
+        }
+    ]
+    pod = spec["template"]["spec"]
+    assert (pod["serviceAccountName"], pod["automountServiceAccountToken"]) == (PG, False)
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 10001,
+        "runAsGroup": 10001,
+        "fsGroup": 10001,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert pod["volumes"] == [{"name": "run", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
+    [container] = pod["containers"]
+    assert container["image"] == "docker.io/library/postgres:17-bookworm"
+    assert container["env"] == [
+        {"name": "POSTGRES_USER", "value": "optuna"},
+        {"name": "POSTGRES_DB", "value": "optuna"},
+        {"name": "POSTGRES_PASSWORD", "valueFrom": {"secretKeyRef": {"name": PG, "key": "password"}}},
+        {"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"},
+    ]
+    assert container["ports"] == [{"name": "postgresql", "containerPort": 5432, "protocol": "TCP"}]
+    assert container["readinessProbe"]["exec"]["command"] == container["livenessProbe"]["exec"]["command"] == PG_PROBE
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    # Everything initdb and the server write besides the data volume: the socket folder and /tmp (nss_wrapper).
+    assert container["volumeMounts"] == [
+        {"name": "data", "mountPath": "/var/lib/postgresql/data"},
+        {"name": "run", "mountPath": "/var/run/postgresql"},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    assert container["resources"] == {
+        "requests": {"cpu": "100m", "memory": "256Mi"},
+        "limits": {"cpu": "1", "memory": "1Gi"},
+    }
+    service = objects[("Service", "hybridml", PG)]["spec"]
+    assert service == {
+        "selector": PG_SELECTOR,
+        "ports": [{"name": "postgresql", "port": 5432, "targetPort": "postgresql", "protocol": "TCP"}],
+    }
+    pdb = objects[("PodDisruptionBudget", "hybridml", PG)]["spec"]
+    assert pdb == {"maxUnavailable": 1, "selector": {"matchLabels": PG_SELECTOR}}
+    kfp_pods = {"pipelines.kubeflow.org/v2_component": "true"}
+    assert objects[("NetworkPolicy", "hybridml", PG)]["spec"] == {
+        "podSelector": {"matchLabels": PG_SELECTOR},
+        "policyTypes": ["Ingress"],
+        "ingress": [
+            {
+                "from": [
+                    {"podSelector": {"matchLabels": kfp_pods}},
+                    {
+                        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kubeflow"}},
+                        "podSelector": {"matchLabels": kfp_pods},
+                    },
+                ],
+                "ports": [{"port": 5432, "protocol": "TCP"}],
+            }
+        ],
+    }
+
+
+@needs_helm
+def test_postgresql_password_is_generated_and_copied() -> None:
+    """helm template cannot ``lookup``: each render draws a fresh password (kept on upgrade: the k8s test)."""
+    first, second = rendered(), rendered()
+    passwords = []
+    for objects in (first, second):
+        secrets = [objects[("Secret", namespace, PG)] for namespace in ("hybridml", "kubeflow")]
+        for secret in secrets:
+            assert secret["type"] == "Opaque" and set(secret["data"]) == {"password"}
+            assert secret["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+        assert secrets[0]["data"] == secrets[1]["data"]
+        password = base64.b64decode(secrets[0]["data"]["password"]).decode()
+        assert len(password) == 32 and password.isascii() and password.isalnum(), password
+        passwords.append(password)
+    assert passwords[0] != passwords[1]
+
+
+@needs_helm
+def test_postgresql_values_change_what_is_rendered() -> None:
+    own = rendered(
+        "--set",
+        "postgresql.existingSecret=my-optuna-db",
+        "--set",
+        "postgresql.image.digest=sha256:" + "a" * 64,
+        "--set",
+        "postgresql.persistence.storageClassName=fast",
+        "--set-json",
+        'postgresql.copySecretTo=["team-a","team-b"]',
+        "--set-json",
+        'networkPolicy.postgresqlClientNamespaces=["team-a"]',
+    )
+    assert not [key for key in own if key[0] == "Secret"]  # existingSecret: no Secret anywhere
+    container = own[("StatefulSet", "hybridml", PG)]["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "docker.io/library/postgres:17-bookworm@sha256:" + "a" * 64
+    assert container["env"][2]["valueFrom"] == {"secretKeyRef": {"name": "my-optuna-db", "key": "password"}}
+    claim = own[("StatefulSet", "hybridml", PG)]["spec"]["volumeClaimTemplates"][0]["spec"]
+    assert claim["storageClassName"] == "fast"
+    peers = own[("NetworkPolicy", "hybridml", PG)]["spec"]["ingress"][0]["from"]
+    assert [peer.get("namespaceSelector") for peer in peers] == [
+        None,
+        {"matchLabels": {"kubernetes.io/metadata.name": "team-a"}},
+    ]
+    copies = rendered("--set-json", 'postgresql.copySecretTo=["team-a","hybridml"]')
+    assert sorted(key[1] for key in copies if key[0] == "Secret") == ["hybridml", "team-a"]  # the own one once
+    external = rendered(
+        "--set", "postgresql.enabled=false", "--set", "postgresql.externalUri=postgresql+psycopg2://optuna@db:5432/o"
+    )
+    assert not [key for key in external if key[2] == PG]
+    assert {key[0] for key in rendered() if key[2] == PG} == PG_KINDS
+
+
+@needs_helm
+def test_submit_defaults_name_the_charts_services() -> None:
+    """CLUSTER_DEFAULTS (what `hybridml submit` sends) point at the Services, user and database the chart makes."""
+    from urllib.parse import urlsplit
+
+    from hybridml.adapters.kfp_client import CLUSTER_DEFAULTS, CLUSTER_NAMESPACE
+
+    objects = rendered("--namespace", CLUSTER_NAMESPACE)
+
+    def service_of(uri: str) -> tuple[str, int, dict[str, Any]]:
+        parts = urlsplit(uri)
+        name, namespace, rest = (parts.hostname or "").split(".", 2)
+        assert (namespace, rest) == (CLUSTER_NAMESPACE, "svc.cluster.local")
+        return name, parts.port or 0, objects[("Service", CLUSTER_NAMESPACE, name)]["spec"]
+
+    name, port, spec = service_of(CLUSTER_DEFAULTS["tracking_uri"])
+    assert name == "hybridml-mlflow" and [p["port"] for p in spec["ports"]] == [port]
+    storage = urlsplit(CLUSTER_DEFAULTS["hpo_storage"])
+    assert storage.scheme == "postgresql+psycopg2" and storage.password is None  # PGPASSWORD, never a parameter
+    name, port, spec = service_of(CLUSTER_DEFAULTS["hpo_storage"])
+    assert name == PG and [p["port"] for p in spec["ports"]] == [port] == [5432]
+    env = objects[("StatefulSet", CLUSTER_NAMESPACE, PG)]["spec"]["template"]["spec"]["containers"][0]["env"]
+    values = {e["name"]: e.get("value") for e in env}
+    assert (storage.username, storage.path) == (values["POSTGRES_USER"], "/" + values["POSTGRES_DB"])
+    assert CLUSTER_DEFAULTS["deploy_target"] == "kserve"

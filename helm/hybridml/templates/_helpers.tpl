@@ -41,3 +41,15 @@ metadata:
 automountServiceAccountToken: false
 {{- end }}
 {{- end }}
+
+{{/* PostgreSQL's (Optuna's study storage) selector labels. */}}
+{{- define "hybridml.postgresqlSelector" -}}
+app.kubernetes.io/name: postgresql
+app.kubernetes.io/component: optuna-storage
+{{- end }}
+
+{{/* The PostgreSQL image: repository:tag, and @digest when one is pinned. */}}
+{{- define "hybridml.postgresqlImage" -}}
+{{- $i := .Values.postgresql.image -}}
+{{ $i.repository }}:{{ $i.tag }}{{ with $i.digest }}@{{ . }}{{ end }}
+{{- end }}

@@ -9,6 +9,7 @@ Pod by dry run, so the PodSecurity admission enforces (on workloads it only warn
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -22,7 +23,7 @@ import pytest
 import yaml
 
 from tests.integration.k8s.conftest import ControlPlane
-from tests.unit.test_chart import HELM, load_render
+from tests.unit.test_chart import CHART, HELM, load_render
 
 ROOT = Path(__file__).resolve().parents[3]
 NAMESPACE = "hybridml"
@@ -61,8 +62,12 @@ def kubectl(plane: ControlPlane, *args: str) -> subprocess.CompletedProcess[str]
 
 @pytest.fixture(scope="module")
 def namespace(control_plane: ControlPlane, rendered: dict[str, Path]) -> str:
-    """The rendered Namespace and ServiceAccounts, applied for real (pods name them; dry runs create nothing)."""
+    """The rendered Namespace and ServiceAccounts, applied for real (pods name them; dry runs create nothing).
+
+    Also the namespace ``kubeflow`` the chart copies PostgreSQL's Secret into (postgresql.copySecretTo).
+    """
     kept = [doc for doc in documents(rendered["kustomize/kind.yaml"]) if doc["kind"] in ("Namespace", "ServiceAccount")]
+    kept.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kubeflow"}})
     path = rendered["kustomize/kind.yaml"].parent / "namespace-and-accounts.yaml"
     path.write_text(yaml.safe_dump_all(kept))
     done = kubectl(control_plane, "apply", "--server-side", "-f", str(path))
@@ -96,11 +101,21 @@ def test_server_side_dry_run_accepts_every_object(
 
 
 def pod_templates(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(what, pod spec) for every Deployment template and ServingRuntime of ``docs``."""
+    """(what, pod spec) for every Deployment and StatefulSet template and ServingRuntime of ``docs``."""
     for doc in docs:
         what = f"{doc['kind']}/{doc['metadata']['name']}"
         if doc["kind"] == "Deployment":
             yield what, doc["spec"]["template"]["spec"]
+        elif doc["kind"] == "StatefulSet":
+            # The StatefulSet controller adds a volume per claim template (claim-<set>-<ordinal>); so does this.
+            spec = dict(doc["spec"]["template"]["spec"])
+            claims = [claim["metadata"]["name"] for claim in doc["spec"].get("volumeClaimTemplates", [])]
+            owner = doc["metadata"]["name"]
+            spec["volumes"] = [
+                *({"name": c, "persistentVolumeClaim": {"claimName": f"{c}-{owner}-0"}} for c in claims),
+                *spec.get("volumes", []),
+            ]
+            yield what, spec
         elif doc["kind"] == "ServingRuntime":
             # KServe adds the pod-level context from the InferenceService; the one it writes is restricted's.
             spec = {key: doc["spec"][key] for key in ("containers", "volumes") if key in doc["spec"]}
@@ -140,8 +155,8 @@ def test_every_pod_template_is_admitted_as_a_restricted_pod(
                 context = container["securityContext"]
                 assert context["readOnlyRootFilesystem"] is True, f"{name} {what}"
                 assert context["allowPrivilegeEscalation"] is False and context["capabilities"] == {"drop": ["ALL"]}
-    # mlflow per kustomize/helm render (7) and the runtime in each of them plus the kserve target's own (8).
-    assert seen == 15
+    # mlflow and postgresql per kustomize/helm render (14), the runtime in each plus the kserve target's own (8).
+    assert seen == 22
 
 
 def test_pod_security_refuses_a_loosened_template(
@@ -188,6 +203,11 @@ def test_rbac_is_namespaced_least_privilege(rendered: dict[str, Path]) -> None:
                 "verbs": ["get", "list", "create", "patch", "delete"],
             },
             {"apiGroups": ["serving.kserve.io"], "resources": ["servingruntimes"], "verbs": ["get", "create", "patch"]},
+            {
+                "apiGroups": ["serving.kserve.io"],
+                "resources": ["inferencegraphs"],
+                "verbs": ["get", "create", "patch", "delete"],
+            },
         ], name
         assert {verb for rule in roles["hybridml-pipeline-runner"] for verb in rule["verbs"]} == {
             "get",
@@ -210,6 +230,11 @@ ACCESS = [
     ("hybridml-deployer", "watch", "serving.kserve.io", "inferenceservices", "", False),
     ("hybridml-deployer", "update", "serving.kserve.io", "inferenceservices", "", False),
     ("hybridml-deployer", "delete", "serving.kserve.io", "servingruntimes", "", False),
+    *(
+        ("hybridml-deployer", verb, "serving.kserve.io", "inferencegraphs", "", True)
+        for verb in ("get", "create", "patch", "delete")
+    ),
+    ("hybridml-deployer", "list", "serving.kserve.io", "inferencegraphs", "", False),
     ("hybridml-deployer", "create", "", "pods/exec", "", False),
     *(("hybridml-pipeline-runner", verb, "", "pods", "", True) for verb in ("get", "watch", "patch")),
     ("hybridml-pipeline-runner", "list", "", "pods", "", False),
@@ -264,7 +289,12 @@ def test_control_port_is_open_only_to_the_deployer(rendered: dict[str, Path]) ->
         if name.startswith("kserve/"):
             continue
         policies = {doc["metadata"]["name"]: doc for doc in documents(path) if doc["kind"] == "NetworkPolicy"}
-        assert set(policies) == {"hybridml-default-deny-ingress", "hybridml-predictor", "hybridml-mlflow"}, name
+        assert set(policies) == {
+            "hybridml-default-deny-ingress",
+            "hybridml-predictor",
+            "hybridml-mlflow",
+            "hybridml-postgresql",
+        }, name
         assert policies["hybridml-default-deny-ingress"]["spec"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
         ingress = policies["hybridml-predictor"]["spec"]["ingress"]
         assert ingress == [
@@ -280,12 +310,17 @@ def test_kustomize_and_helm_render_the_same_objects(rendered: dict[str, Path]) -
     for flavour in ("kind", "onprem", "aws"):
         kustomize = {(d["kind"], d["metadata"]["name"]) for d in documents(rendered[f"kustomize/{flavour}.yaml"])}
         helm = {(d["kind"], d["metadata"]["name"]) for d in documents(rendered[f"helm/{flavour}.yaml"])}
+        # The chart generates PostgreSQL's password Secret (lookup keeps it); kustomize users create it (docs).
+        assert ("Secret", "hybridml-postgresql") in helm - kustomize, flavour
+        helm.discard(("Secret", "hybridml-postgresql"))
         # helm install needs the namespace before the release (namespace.create: only values-kind.yaml renders it).
         assert kustomize - {("Namespace", NAMESPACE)} == helm - {("Namespace", NAMESPACE)}, flavour
         assert (("Namespace", NAMESPACE) in helm) == (flavour == "kind"), flavour
         by_kustomize = {(d["kind"], d["metadata"]["name"]): d for d in documents(rendered[f"kustomize/{flavour}.yaml"])}
         by_helm = {(d["kind"], d["metadata"]["name"]): d for d in documents(rendered[f"helm/{flavour}.yaml"])}
         for key, doc in by_helm.items():
+            if key == ("Secret", "hybridml-postgresql"):
+                continue
             if key[0] == "Deployment":  # env order differs (strategic merge appends); compare as mappings
                 ours, theirs = doc["spec"]["template"]["spec"], by_kustomize[key]["spec"]["template"]["spec"]
                 envs = [{e["name"]: e for e in spec["containers"][0].pop("env")} for spec in (ours, theirs)]
@@ -346,3 +381,65 @@ def test_checkov_fixed_checks_pass(rendered: dict[str, Path], tmp_path: Path) ->
     assert failed == [] and summary["failed"] == 0 and summary["parsing_errors"] == 0, failed
     ran = {c["check_id"] for c in report["results"]["passed_checks"]}
     assert ran == set(checks), f"checks that matched no resource: {sorted(set(checks) - ran)}"
+
+
+def test_helm_install_with_postgresql_keeps_its_password(control_plane: ControlPlane, tmp_path: Path) -> None:
+    """The chart, PostgreSQL on, installed for real in a restricted namespace; upgrade and reinstall keep the password.
+
+    ``helm template`` cannot ``lookup`` (it prints a fresh password each time): install, upgrade and
+    ``template --dry-run=server`` here read the Secret the first install wrote from the real API server.
+    """
+    from kubernetes import client
+
+    from tests.integration.k8s.conftest import make_namespace
+
+    if not os.access(HELM, os.X_OK):
+        pytest.skip(f"{HELM} is not built (make {HELM.relative_to(ROOT)})")
+    # The test API server, built from Go modules without version stamps, reports v0.0.0, which the chart's
+    # kubeVersion (>=1.27) refuses at install: a copy without that one line.
+    chart = tmp_path / "hybridml"
+    shutil.copytree(CHART, chart)
+    meta = (chart / "Chart.yaml").read_text()
+    assert meta.count("\nkubeVersion: ") == 1
+    (chart / "Chart.yaml").write_text("".join(line for line in meta.splitlines(True) if not line.startswith("kubeV")))
+    namespace, runs = make_namespace(control_plane, prefix="pg"), make_namespace(control_plane, prefix="kfp")
+    core = client.CoreV1Api(control_plane.api_client())
+    assert core.read_namespace(namespace).metadata.labels.items() >= RESTRICTED.items()
+    base = [str(HELM), "--kubeconfig", str(control_plane.kubeconfig), "--namespace", namespace]
+    values = [
+        "--set-json",
+        f'postgresql.copySecretTo=["{runs}"]',
+        "--set-json",
+        f'networkPolicy.postgresqlClientNamespaces=["{runs}"]',
+    ]
+
+    def helm_run(*args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([*base, *args], capture_output=True, text=True, check=False, cwd=ROOT)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "would violate PodSecurity" not in done.stderr, done.stderr
+        return done
+
+    def passwords() -> list[str]:
+        return [core.read_namespaced_secret("hybridml-postgresql", ns).data["password"] for ns in (namespace, runs)]
+
+    installed = helm_run("install", "hybridml", str(chart), *values)
+    assert f"Secret hybridml-postgresql (key password) in {namespace} and {runs}." in installed.stdout  # NOTES
+    first = passwords()
+    assert first[0] == first[1] and len(base64.b64decode(first[0])) == 32
+    apps = client.AppsV1Api(control_plane.api_client())
+    template = apps.read_namespaced_stateful_set("hybridml-postgresql", namespace).spec.template.spec
+    assert template.security_context.run_as_non_root is True
+    assert template.containers[0].security_context.read_only_root_filesystem is True
+    service = core.read_namespaced_service("hybridml-postgresql", namespace)
+    assert [(p.name, p.port) for p in service.spec.ports] == [("postgresql", 5432)]
+    helm_run("upgrade", "hybridml", str(chart), *values)
+    assert passwords() == first
+    shown = helm_run("template", "hybridml", str(chart), "--dry-run=server", *values).stdout
+    secrets = [d for d in yaml.safe_load_all(shown) if d and d["kind"] == "Secret"]
+    assert [s["data"]["password"] for s in secrets] == first
+    # Uninstall leaves the Secrets (resource-policy keep) with the volume; a reinstall adopts them, same password.
+    helm_run("uninstall", "hybridml")
+    assert passwords() == first
+    helm_run("install", "hybridml", str(chart), *values)
+    assert passwords() == first
+    helm_run("uninstall", "hybridml")
