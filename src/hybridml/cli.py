@@ -23,7 +23,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pret
 models_app = typer.Typer(no_args_is_help=True, help="Registered models: list, show, history, approve, reject.")
 endpoints_app = typer.Typer(
     no_args_is_help=True,
-    help="Endpoints of a deploy target (local by default): list, traffic, promote, shadow, delete.",
+    help="Endpoints of a deploy target (local by default): list, status, traffic, promote, rollback, shadow, delete.",
 )
 app.add_typer(models_app, name="models")
 app.add_typer(endpoints_app, name="endpoints")
@@ -97,6 +97,14 @@ TargetOption = Annotated[
 DeployConfigOption = Annotated[
     Path | None, typer.Option("--deploy-config", help="The target's options as a JSON or YAML file.")
 ]
+NamespaceOption = Annotated[
+    str | None, typer.Option("--namespace", help="kserve: namespace of the InferenceServices (default: default).")
+]
+KubeconfigOption = Annotated[
+    str | None, typer.Option("--kubeconfig", help="kserve: kubeconfig file (default: in-cluster, else KUBECONFIG).")
+]
+ContextOption = Annotated[str | None, typer.Option("--context", help="kserve: kubeconfig context.")]
+CLUSTER_FLAGS = ("namespace", "kubeconfig", "context")
 
 
 # ----------------------------------------------------------------------------------------------------------- run
@@ -134,6 +142,9 @@ def run(
     n_trials: Annotated[int, typer.Option(help="HPO trials.")] = 20,
     hpo_timeout: Annotated[float, typer.Option(help="HPO time budget in seconds.")] = 600.0,
     hpo_storage: Annotated[str, typer.Option(help="Optuna storage URI (default: SQLite in the home directory).")] = "",
+    hpo_workers: Annotated[
+        int, typer.Option(help="HPO worker processes sharing the study (kfp.local runs at most 2 at once).")
+    ] = 1,
     seed: Annotated[int, typer.Option(help="Seed for the split, the model and the sampler.")] = 42,
     deploy_target: Annotated[str, typer.Option(help="local, kserve or sagemaker.")] = "local",
     deploy_config: DeployConfigOption = None,
@@ -175,6 +186,7 @@ def run(
             "n_trials": n_trials,
             "hpo_timeout_s": hpo_timeout,
             "hpo_storage": hpo_storage or state.settings.hpo_storage,
+            "hpo_workers": hpo_workers,
             "seed": seed,
             "deploy_target": deploy_target,
             # Read and checked here, so a bad file fails before the pipeline starts; steps get it as JSON.
@@ -336,6 +348,10 @@ def _target(
     from hybridml.deploy import config_from, fetch_artifact, make_target
 
     options = _config_file(deploy_config) if deploy_config is not None else {}
+    given = [f"--{key}" for key in CLUSTER_FLAGS if flags.get(key) is not None]
+    name = target or options.get("target") or "local"
+    if given and name != "kserve":
+        raise InvalidInputError(f"{', '.join(given)}: only for --target kserve (the {name} target has no cluster)")
     options.update({key: value for key, value in flags.items() if value is not None})
     return make_target(config_from(target, options, _state(ctx).settings), fetch=fetch or fetch_artifact)
 
@@ -345,7 +361,8 @@ def _model_ref(registry: Any, ref: str, fetch: Any) -> Any:
     from hybridml.deploy import model_ref
 
     info = registry.resolve(ref)
-    return model_ref(info.name, info.version, info.source or f"models:/{info.name}/{info.version}", fetch)
+    source = info.source or f"models:/{info.name}/{info.version}"
+    return model_ref(info.name, info.version, source, fetch, pipeline_run_id=info.pipeline_run_id or "")
 
 
 @app.command()
@@ -513,21 +530,78 @@ def endpoints_list(
     ctx: typer.Context,
     target: TargetOption = None,
     deploy_config: DeployConfigOption = None,
+    namespace: NamespaceOption = None,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Deployments of the target and whether they are ready."""
     with _errors(ctx):
-        items = [asdict(d) for d in _target(ctx, target, deploy_config).list()]
+        deployed = _target(ctx, target, deploy_config, namespace=namespace, kubeconfig=kubeconfig, context=context)
+        items = [asdict(d) for d in deployed.list()]
     _emit(items, as_json)
+
+
+@endpoints_app.command("status")
+def endpoints_status(
+    ctx: typer.Context,
+    name: str,
+    target: TargetOption = None,
+    deploy_config: DeployConfigOption = None,
+    namespace: NamespaceOption = None,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """One deployment as its target reports it now: versions, split, ready and why not (no waiting)."""
+    with _errors(ctx):
+        deployed = _target(ctx, target, deploy_config, namespace=namespace, kubeconfig=kubeconfig, context=context)
+        deployment = deployed.status(name)
+    _emit(asdict(deployment), as_json)
+
+
+def _record(ctx: typer.Context, deployment: Any, version: str | None, detail: str) -> None:
+    """Record a kserve endpoint change in the history of registered version NAME/``version`` (NAME: the endpoint).
+
+    Other targets record only ``hybridml deploy``. An endpoint that is no registered model (an A/B service named
+    NAME-vVERSION) gets a note on stderr instead.
+    """
+    from hybridml.errors import NotFoundError
+
+    if deployment.target != "kserve" or version is None:
+        return
+    figures = {
+        "target": deployment.target,
+        "endpoint": deployment.endpoint,
+        "stable": deployment.stable_version,
+        "canary": deployment.canary_version,
+        "canary_percent": deployment.canary_percent,
+    }
+    try:
+        _registry(ctx).record_event(
+            deployment.name, version, "deployment", detail, reason=json.dumps(figures, separators=(",", ":"))
+        )
+    except NotFoundError as exc:
+        err.print(f"not recorded in the registry: {exc}", highlight=False, soft_wrap=True)
 
 
 @endpoints_app.command("delete")
 def endpoints_delete(
-    ctx: typer.Context, name: str, target: TargetOption = None, deploy_config: DeployConfigOption = None
+    ctx: typer.Context,
+    name: str,
+    target: TargetOption = None,
+    deploy_config: DeployConfigOption = None,
+    namespace: NamespaceOption = None,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
 ) -> None:
     """Stop an endpoint and remove it (the local target keeps its logs)."""
     with _errors(ctx):
-        _target(ctx, target, deploy_config).delete(name)
+        deployed = _target(ctx, target, deploy_config, namespace=namespace, kubeconfig=kubeconfig, context=context)
+        before = deployed.status(name) if deployed.target_name == "kserve" else None
+        deployed.delete(name)
+        if before is not None:
+            _record(ctx, before, before.stable_version, f"kserve {name}: deleted")
     err.print(f"deleted endpoint {name}")
 
 
@@ -537,11 +611,16 @@ def endpoints_promote(
     name: str,
     target: TargetOption = None,
     deploy_config: DeployConfigOption = None,
+    namespace: NamespaceOption = None,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Make the canary the stable version at 100% (no restart when the endpoint runs a router)."""
     with _errors(ctx):
-        deployment = _target(ctx, target, deploy_config).promote(name)
+        deployed = _target(ctx, target, deploy_config, namespace=namespace, kubeconfig=kubeconfig, context=context)
+        deployment = deployed.promote(name)
+        _record(ctx, deployment, deployment.stable_version, f"kserve {name}: canary promoted, stable at 100%")
     _emit(asdict(deployment), as_json)
 
 
@@ -551,11 +630,19 @@ def endpoints_rollback(
     name: str,
     target: TargetOption = None,
     deploy_config: DeployConfigOption = None,
+    namespace: NamespaceOption = None,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Drop the canary so the stable version answers all requests (no restart when a router runs)."""
     with _errors(ctx):
-        deployment = _target(ctx, target, deploy_config).rollback(name)
+        deployed = _target(ctx, target, deploy_config, namespace=namespace, kubeconfig=kubeconfig, context=context)
+        before = deployed.status(name) if deployed.target_name == "kserve" else None
+        deployment = deployed.rollback(name)
+        if before is not None:
+            detail = f"kserve {name}: canary rolled back, stable {deployment.stable_version} at 100%"
+            _record(ctx, deployment, before.canary_version, detail)
     _emit(asdict(deployment), as_json)
 
 
@@ -566,11 +653,16 @@ def endpoints_traffic(
     percent: Annotated[int, typer.Argument(help="Canary share of new requests, 0-100.")],
     target: TargetOption = None,
     deploy_config: DeployConfigOption = None,
+    namespace: NamespaceOption = None,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Change the canary's share of requests (no restart when a router runs)."""
     with _errors(ctx):
-        deployment = _target(ctx, target, deploy_config).set_traffic(name, percent)
+        deployed = _target(ctx, target, deploy_config, namespace=namespace, kubeconfig=kubeconfig, context=context)
+        deployment = deployed.set_traffic(name, percent)
+        _record(ctx, deployment, deployment.canary_version, f"kserve {name}: canary at {percent}%")
     _emit(asdict(deployment), as_json)
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 canary_app = typer.Typer(no_args_is_help=True, help="Canary analysis: analyze (one decision), watch (until decided).")
-ab_app = typer.Typer(no_args_is_help=True, help="A/B tests between two variants: report.")
+ab_app = typer.Typer(no_args_is_help=True, help="A/B tests between two variants: start, stop (kserve), report.")
 
 EndpointOption = Annotated[str, typer.Option("--endpoint", help="Deployment (and registered model) name.")]
 TargetOption = Annotated[str | None, typer.Option("--target", help="Deploy target (default: local).")]
@@ -248,3 +248,115 @@ def report(
         chosen_a, chosen_b = pick_variants(quality, key_a, key_b)
         result = ab_report(quality, chosen_a, chosen_b, metric=metric, alpha=alpha, power=power, effect=effect)
     _emit(result, as_json)
+
+
+AbTargetOption = Annotated[
+    str | None, typer.Option("--target", help="Deploy target: kserve (default; the only one with A/B graphs).")
+]
+GraphOption = Annotated[str, typer.Option("--name", help="InferenceGraph name (the A/B test's endpoint).")]
+
+
+def _graph_target(ctx: typer.Context, target: str | None, deploy_config: Path | None, **flags: Any) -> Any:
+    """The kserve target for ``ab start|stop``; other targets are refused, naming what they offer instead."""
+    from hybridml.cli import _target
+    from hybridml.errors import InvalidInputError
+
+    deployed = _target(ctx, target or "kserve", deploy_config, **flags)
+    if deployed.target_name != "kserve":
+        raise InvalidInputError(
+            f"ab start|stop route between two InferenceServices with a KServe InferenceGraph: use --target kserve"
+            f" (the {deployed.target_name} target has no such router; for two versions of one model use"
+            " `hybridml deploy --canary PCT`)"
+        )
+    return deployed
+
+
+def _record_ab(ctx: typer.Context, graph: Any, detail: str) -> None:
+    """Record an A/B start or stop in the history of both versions (action ``deployment``)."""
+    from hybridml.cli import _registry
+
+    registry = _registry(ctx)
+    figures = [
+        {"model": v.model, "version": v.version, "service": v.service, "weight": v.weight} for v in graph.variants
+    ]
+    for variant in graph.variants:
+        registry.record_event(
+            variant.model, variant.version, "deployment", detail, reason=json.dumps(figures, separators=(",", ":"))
+        )
+
+
+@ab_app.command("start")
+def ab_start(
+    ctx: typer.Context,
+    name: GraphOption,
+    a: Annotated[str, typer.Option("--a", help="Variant A: an Approved NAME/VERSION or NAME@alias.")],
+    b: Annotated[str, typer.Option("--b", help="Variant B: an Approved NAME/VERSION or NAME@alias.")],
+    split: Annotated[int, typer.Option("--split", help="B's share of requests, 1-99 (A gets the rest).")] = 50,
+    target: AbTargetOption = None,
+    deploy_config: DeployConfigOption = None,
+    namespace: Annotated[str | None, typer.Option("--namespace", help="Namespace of the graph and services.")] = None,
+    kubeconfig: Annotated[str | None, typer.Option("--kubeconfig", help="kubeconfig file.")] = None,
+    context: Annotated[str | None, typer.Option("--context", help="kubeconfig context.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Split requests between two versions with an InferenceGraph; deploys (or reuses) their InferenceServices.
+
+    A version's service is reused when it already serves that version alone (NAME, else NAME-vVERSION), else
+    deployed there and waited for. Both versions' histories record the start.
+    """
+    from dataclasses import asdict
+
+    from hybridml.cli import _emit, _errors, _model_ref, _registry, _state
+    from hybridml.core.approval import APPROVED
+    from hybridml.deploy import mlflow_fetch
+    from hybridml.deploy.kserve import graph as ab_graph
+    from hybridml.errors import ConflictError
+
+    with _errors(ctx):
+        fetch = mlflow_fetch(_state(ctx).settings.tracking_uri)
+        deployed = _graph_target(
+            ctx, target, deploy_config, fetch=fetch, namespace=namespace, kubeconfig=kubeconfig, context=context
+        )
+        registry = _registry(ctx)
+        refs = []
+        for ref in (a, b):
+            info = registry.resolve(ref)
+            if info.status != APPROVED:
+                raise ConflictError(
+                    f"{info.name} version {info.version} is {info.status}, only Approved versions are deployed"
+                )
+            refs.append(_model_ref(registry, f"{info.name}/{info.version}", fetch))
+        started = ab_graph.start(deployed, name, refs[0], refs[1], split)
+        weights = " / ".join(f"{v.label.upper()} {v.model}/{v.version} {v.weight}%" for v in started.variants)
+        _record_ab(ctx, started, f"kserve ab {name} started: {weights}")
+    _emit(asdict(started), as_json)
+
+
+@ab_app.command("stop")
+def ab_stop(
+    ctx: typer.Context,
+    name: GraphOption,
+    target: AbTargetOption = None,
+    deploy_config: DeployConfigOption = None,
+    namespace: Annotated[str | None, typer.Option("--namespace", help="Namespace of the graph and services.")] = None,
+    kubeconfig: Annotated[str | None, typer.Option("--kubeconfig", help="kubeconfig file.")] = None,
+    context: Annotated[str | None, typer.Option("--context", help="kubeconfig context.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Delete the InferenceGraph, and the services `ab start` created if they still serve that version alone.
+
+    Reused services (and created ones changed since) are kept and listed. Both versions' histories record the stop.
+    """
+    from dataclasses import asdict
+
+    from hybridml.cli import _emit, _errors
+    from hybridml.deploy.kserve import graph as ab_graph
+
+    with _errors(ctx):
+        deployed = _graph_target(
+            ctx, target, deploy_config, namespace=namespace, kubeconfig=kubeconfig, context=context
+        )
+        stopped = ab_graph.stop(deployed, name)
+        deleted = ", ".join(stopped.deleted_services) or "no service"
+        _record_ab(ctx, stopped.graph, f"kserve ab {name} stopped: deleted the graph and {deleted}")
+    _emit(asdict(stopped), as_json)

@@ -1,4 +1,4 @@
-"""`hybridml deploy`: roll a registered version out to a deploy target (local, sagemaker), as a canary or whole."""
+"""`hybridml deploy`: roll a registered version out to a deploy target (local, kserve, sagemaker), canary or whole."""
 
 from __future__ import annotations
 
@@ -33,6 +33,13 @@ def deploy(
     deploy_config: Annotated[
         Path | None, typer.Option("--deploy-config", help="The target's options as a JSON or YAML file.")
     ] = None,
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", help="kserve: namespace of the InferenceService (default: default).")
+    ] = None,
+    kubeconfig: Annotated[
+        str | None, typer.Option("--kubeconfig", help="kserve: kubeconfig file (default: in-cluster, else KUBECONFIG).")
+    ] = None,
+    context: Annotated[str | None, typer.Option("--context", help="kserve: kubeconfig context.")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Deploy an Approved registered version to a target and record it in the version's history.
@@ -51,6 +58,7 @@ def deploy(
             raise InvalidInputError("--canary must be 1-99 (deploy without --canary to replace the stable version)")
         flags: dict[str, Any] = {"endpoint_name": endpoint_name, "role_arn": role_arn, "bucket": bucket}
         flags.update(image_uri=image_uri, region=region, serving=serving)
+        flags.update(namespace=namespace, kubeconfig=kubeconfig, context=context)
         fetch = mlflow_fetch(_state(ctx).settings.tracking_uri)
         name = target or "local"
         timeout_key = "start_timeout_s" if name == "local" else "ready_timeout_s"
