@@ -53,11 +53,12 @@ def _spec(package: Path) -> tuple[str, dict[str, str]]:
 @functools.lru_cache(maxsize=4)
 def _read_spec(package: str, _mtime_ns: int, _size: int) -> tuple[str, dict[str, str]]:
     # Keyed by modification time and size: a recompiled file is read again. The C loader: the file is ~2000 lines.
+    # The pipeline spec is the first document; a second one, when there, is the platform (Kubernetes) config.
     import yaml
 
     try:
         safe_loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-        doc = yaml.load(Path(package).read_text(), Loader=safe_loader)  # noqa: S506  # nosec B506 - a safe loader
+        doc = next(yaml.load_all(Path(package).read_text(), Loader=safe_loader))  # nosec B506 - a safe loader
         params = doc["root"]["inputDefinitions"]["parameters"]
         types = {str(name): str(spec["parameterType"]) for name, spec in params.items()}
         return str(doc["pipelineInfo"]["name"]), types

@@ -70,8 +70,11 @@ def deploy(
     home: str,
     tracking_uri: str,
     deploy_config: str = "",
+    kserve_namespace: str = "",
+    kserve_service_account: str = "",
 ) -> str:
-    """Deploy the approved version to the target (options: a JSON/YAML object); returns the endpoint URL."""
+    """Deploy the approved version to the target (options: a JSON/YAML object; for kserve, a non-empty namespace
+    or predictor service account overrides the config's); returns the endpoint URL."""
     from hybridml.steps.runtime import run_step, tracking_uri_or_default
 
     return run_step(
@@ -84,6 +87,8 @@ def deploy(
         home=home,
         tracking_uri=tracking_uri_or_default(tracking_uri),
         deploy_config=deploy_config,
+        kserve_namespace=kserve_namespace,
+        kserve_service_account=kserve_service_account,
     )
 
 
@@ -107,7 +112,14 @@ def sagemaker_bridge(model_name: str, version: int, bridge: str, home: str, trac
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def wait_ready(
-    model_name: str, target: str, timeout_s: float, home: str, endpoint: str, deploy_config: str = ""
+    model_name: str,
+    target: str,
+    timeout_s: float,
+    home: str,
+    endpoint: str,
+    deploy_config: str = "",
+    kserve_namespace: str = "",
+    kserve_service_account: str = "",
 ) -> str:
     """Wait until the endpoint is ready (the DescribeEndpoint/WaitForEndpoint loop); returns the endpoint."""
     from hybridml.steps.runtime import run_step
@@ -120,6 +132,8 @@ def wait_ready(
         timeout_s=timeout_s,
         home=home,
         deploy_config=deploy_config,
+        kserve_namespace=kserve_namespace,
+        kserve_service_account=kserve_service_account,
     )
     return endpoint
 
@@ -135,6 +149,8 @@ def inference(
     target: str = "local",
     home: str = "",
     deploy_config: str = "",
+    kserve_namespace: str = "",
+    kserve_service_account: str = "",
 ) -> str:
     """Score held-out rows through the deployment's target (``endpoint`` orders it after the wait); returns
     the scores as a JSON list."""
@@ -153,6 +169,8 @@ def inference(
         target=target,
         home=home,
         deploy_config=deploy_config,
+        kserve_namespace=kserve_namespace,
+        kserve_service_account=kserve_service_account,
     )
     Path(predictions.path).write_text(json.dumps(scores))
     return json.dumps(scores)

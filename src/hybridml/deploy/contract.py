@@ -35,6 +35,8 @@ class ModelRef:
             (``models:/``, ``mlflow-artifacts:``) that a target reads through an injected fetch function.
         schema: the bundle's feature schema (the request contract of the endpoint).
         profile: the bundle's reference profile, or None for a bundle saved without one.
+        pipeline_run_id: the pipeline run that produced the version (empty: unknown); targets that annotate what
+            they create link back to it.
     """
 
     name: str
@@ -42,6 +44,7 @@ class ModelRef:
     artifact_uri: str
     schema: FeatureSchema
     profile: ReferenceProfile | None = None
+    pipeline_run_id: str = ""
 
     def __post_init__(self) -> None:
         if isinstance(self.version, int) and not isinstance(self.version, bool):

@@ -139,10 +139,13 @@ def member_uri(uri: str, member: str) -> str:
     return f"{uri.rstrip('/')}/{member}"
 
 
-def model_ref(name: str, version: str | int, artifact_uri: str, fetch: Fetch = fetch_artifact) -> ModelRef:
+def model_ref(
+    name: str, version: str | int, artifact_uri: str, fetch: Fetch = fetch_artifact, *, pipeline_run_id: str = ""
+) -> ModelRef:
     """A :class:`ModelRef` for the bundle at ``artifact_uri``, with the schema and profile read from it.
 
-    Only the manifest and the reference profile are fetched, not the model.
+    Only the manifest and the reference profile are fetched, not the model. ``pipeline_run_id`` (the version's
+    lineage, from the registry) is carried to the targets that annotate what they create.
 
     Raises:
         NotFoundError: no hybridml bundle at ``artifact_uri``.
@@ -163,7 +166,14 @@ def model_ref(name: str, version: str | int, artifact_uri: str, fetch: Fetch = f
             profile_path = None  # bundles saved before reference profiles existed
         profile = _read_profile(profile_path, artifact_uri) if profile_path is not None else None
     # ModelRef turns an int version into its string; a target refuses any other non-string.
-    return ModelRef(name=name, version=cast(str, version), artifact_uri=artifact_uri, schema=schema, profile=profile)
+    return ModelRef(
+        name=name,
+        version=cast(str, version),
+        artifact_uri=artifact_uri,
+        schema=schema,
+        profile=profile,
+        pipeline_run_id=pipeline_run_id,
+    )
 
 
 def _read_profile(path: Path, artifact_uri: str) -> ReferenceProfile:

@@ -85,7 +85,15 @@ def approve(
     return str(registry.transition(model_name, version, policy).status)
 
 
-def deploy_target(target: str, home: str, deploy_config: str = "", fetch: Fetch | None = None) -> DeployTarget:
+def deploy_target(
+    target: str,
+    home: str,
+    deploy_config: str = "",
+    fetch: Fetch | None = None,
+    *,
+    kserve_namespace: str = "",
+    kserve_service_account: str = "",
+) -> DeployTarget:
     """The deploy target named ``target`` (empty: the config's ``target``, else ``local``), through the factory.
 
     Args:
@@ -93,11 +101,25 @@ def deploy_target(target: str, home: str, deploy_config: str = "", fetch: Fetch 
         home: hybridml home (the local target keeps its state under it); empty: from the environment.
         deploy_config: the target's options as a JSON or YAML object (the pipeline parameter ``deploy_config``).
         fetch: how the target reads model URIs (default: paths, ``file://`` and ``s3://``).
+        kserve_namespace: for the kserve target, the namespace of its InferenceServices, over ``deploy_config``'s
+            (empty: the config's); ignored by the other targets.
+        kserve_service_account: for the kserve target, the ServiceAccount its predictor pods run as
+            (``KServeConfig.service_account``), over ``deploy_config``'s (empty: the config's); ignored by the others.
+
+    In a pod the kserve target reaches the API server with the pod's own ServiceAccount (in-cluster config) unless
+    ``deploy_config`` names a ``kubeconfig``.
     """
     from hybridml.deploy import config_from, fetch_artifact, make_target, parse_config
 
     settings = Settings.from_env(home=home or None)
-    config = config_from(target or None, parse_config(deploy_config, "deploy_config"), settings)
+    options = parse_config(deploy_config, "deploy_config")
+    if (target or options.get("target")) == "kserve":
+        # The parameters a Kubeflow user sets beside deploy_target, so the JSON object can stay the cluster default.
+        if kserve_namespace:
+            options["namespace"] = kserve_namespace
+        if kserve_service_account:
+            options["service_account"] = kserve_service_account
+    config = config_from(target or None, options, settings)
     return make_target(config, fetch=fetch or fetch_artifact)
 
 
@@ -110,11 +132,15 @@ def deploy(
     home: str,
     tracking_uri: str,
     deploy_config: str = "",
+    kserve_namespace: str = "",
+    kserve_service_account: str = "",
 ) -> str:
     """Deploy an Approved version by reference and record where it runs; returns the endpoint URL.
 
     The target fetches the model itself from the version's artifact URI (through MLflow where the URI is an
-    MLflow one); only the manifest and reference profile are read here, to build the reference.
+    MLflow one); only the manifest and reference profile are read here, to build the reference, which carries
+    the version's pipeline run (the kserve target annotates its InferenceService with it). Every deployment, on
+    any target, sets the version's ``deployment`` tag and records a ``deployment`` event in its history.
     """
     from hybridml.deploy import mlflow_fetch, model_ref
 
@@ -124,8 +150,17 @@ def deploy(
         # The graph only reaches deploy for Approved versions; this guards manual and retried calls too.
         raise ConflictError(f"{model_name} version {version} is {info.status}, only Approved versions are deployed")
     fetch = mlflow_fetch(tracking_uri)
-    ref = model_ref(info.name, info.version, info.source or f"models:/{info.name}/{info.version}", fetch)
-    deployment = deploy_target(target, home, deploy_config, fetch=fetch).deploy(ref, traffic_percent=traffic_percent)
+    source = info.source or f"models:/{info.name}/{info.version}"
+    ref = model_ref(info.name, info.version, source, fetch, pipeline_run_id=info.pipeline_run_id or "")
+    chosen = deploy_target(
+        target,
+        home,
+        deploy_config,
+        fetch=fetch,
+        kserve_namespace=kserve_namespace,
+        kserve_service_account=kserve_service_account,
+    )
+    deployment = chosen.deploy(ref, traffic_percent=traffic_percent)
     where = {"target": deployment.target, "endpoint": deployment.endpoint}
     registry.set_version_tag(model_name, version, "deployment", json.dumps(where))
     role = "canary" if traffic_percent < 100 else "stable"
@@ -134,9 +169,25 @@ def deploy(
     return deployment.endpoint
 
 
-def wait_ready(*, model_name: str, target: str, timeout_s: float, home: str, deploy_config: str = "") -> str:
+def wait_ready(
+    *,
+    model_name: str,
+    target: str,
+    timeout_s: float,
+    home: str,
+    deploy_config: str = "",
+    kserve_namespace: str = "",
+    kserve_service_account: str = "",
+) -> str:
     """Block until the deployment answers ready or the time budget is spent; returns its endpoint."""
-    return deploy_target(target, home, deploy_config).wait_until_ready(model_name, timeout_s=timeout_s).endpoint
+    chosen = deploy_target(
+        target,
+        home,
+        deploy_config,
+        kserve_namespace=kserve_namespace,
+        kserve_service_account=kserve_service_account,
+    )
+    return chosen.wait_until_ready(model_name, timeout_s=timeout_s).endpoint
 
 
 def infer(
@@ -148,6 +199,8 @@ def infer(
     target: str = "local",
     home: str = "",
     deploy_config: str = "",
+    kserve_namespace: str = "",
+    kserve_service_account: str = "",
 ) -> list[float]:
     """Score held-out rows (the model's features only) through the deployment's target; returns the scores."""
     from hybridml.steps.prepare import load_split
@@ -155,7 +208,14 @@ def infer(
     frame, schema = load_split(test_path, schema_path)
     rows = frame[schema.names].head(max(1, n_rows))
     records = json.loads(rows.to_json(orient="records"))
-    return deploy_target(target, home, deploy_config).invoke(model_name, records, protocol="v2")
+    chosen = deploy_target(
+        target,
+        home,
+        deploy_config,
+        kserve_namespace=kserve_namespace,
+        kserve_service_account=kserve_service_account,
+    )
+    return chosen.invoke(model_name, records, protocol="v2")
 
 
 BRIDGE_KEYS = ("canary",)  # what a sagemaker_bridge object holds besides SageMakerConfig's fields

@@ -45,6 +45,10 @@ class Controller:
             for item in self.custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL)["items"]:
                 self.reconcile(item)
 
+    def url(self, obj: dict[str, Any]) -> str:
+        """The status URL KServe would report (no data plane here: a subclass may serve the model for real)."""
+        return f"http://{obj['metadata']['name']}.{self.namespace}.example.com"
+
     def reconcile(self, obj: dict[str, Any]) -> None:
         meta, spec = obj["metadata"], obj["spec"]
         name, generation = meta["name"], meta["generation"]
@@ -56,7 +60,7 @@ class Controller:
         ready = {"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}
         status: dict[str, Any] = {
             "observedGeneration": generation,
-            "url": f"http://{name}.{self.namespace}.example.com",
+            "url": self.url(obj),
             "deploymentMode": "RawDeployment" if mode == "Standard" else mode,
             "conditions": [ready],
             "modelStatus": {"states": {"activeModelState": "Loaded", "targetModelState": "Loaded"}},
@@ -73,7 +77,7 @@ class Controller:
         if canaries:
             status["canaryStatuses"] = [
                 {
-                    "name": f"{name}-canary",
+                    "name": canaries[0]["predictor"]["name"],  # KServe reports the canary predictor's name
                     "ready": not failing,
                     "trafficPercent": 0 if failing else canaries[0]["trafficPercent"],
                     "modelStatus": {

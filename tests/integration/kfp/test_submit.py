@@ -172,6 +172,18 @@ def test_submit_with_no_parameters_names_the_cluster_services_and_reuses_the_upl
     assert kfp.state.experiments == [{"experiment_id": "experiment-4", "display_name": "hybridml", "namespace": ""}]
 
 
+def test_submit_and_schedule_run_the_pods_as_the_service_account_given(kfp: FakeKfp) -> None:
+    # KFP has one ServiceAccount per run: the deploy steps reach the API server as it (docs/kserve.md).
+    _ok("submit", "--host", kfp.url, "--service-account", "hybridml-pipeline-runner")
+    _ok("schedule", "--host", kfp.url, "--every", "1h", "--service-account", "hybridml-pipeline-runner")
+    _ok("submit", "--host", kfp.url)
+    first, unset = kfp.state.runs
+    (scheduled,) = kfp.state.recurring
+    assert first["service_account"] == scheduled["service_account"] == "hybridml-pipeline-runner"
+    assert "service_account" not in unset  # KFP's own default then
+    assert first["runtime_config"] == unset["runtime_config"] == {"parameters": CLUSTER_DEFAULTS}
+
+
 def test_submit_without_cluster_defaults_sends_only_the_given_parameters(kfp: FakeKfp) -> None:
     out = _ok("submit", "--host", kfp.url, "--no-cluster-defaults", "--param", "seed=7")
     assert kfp.state.runs[-1]["runtime_config"] == {"parameters": {"seed": 7}}
@@ -316,7 +328,9 @@ def test_the_trigger_launcher_runs_through_the_shared_client(kfp: FakeKfp) -> No
     }
     assert run["runtime_config"]["parameters"] == expected
     assert run["display_name"] == "hybridml-trigger-r1"
-    assert run["pipeline_spec"]["pipelineInfo"]["name"] == "hybridml-training"
+    # The file's two documents, as KFP takes them: the pipeline, and its Kubernetes platform config.
+    assert run["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "hybridml-training"
+    assert "kubernetes" in run["pipeline_spec"]["platform_spec"]["platforms"]
     assert launch == {"kfp_run_id": "run-2", "host": kfp.url, "arguments": expected}
     with pytest.raises(Exception, match="unknown pipeline parameter 'n_trails'"):
         KfpLauncher(kfp.url, arguments={"n_trails": 4}, client=object()).start(request)
