@@ -91,10 +91,6 @@ if ! kubectl -n "$NAMESPACE" get secret hybridml-postgresql >/dev/null 2>&1; the
   done
 fi
 kubectl -n "$NAMESPACE" wait --for=condition=Available --timeout=300s deployment/hybridml-mlflow
-# Single-user KFP runs every step in namespace kubeflow as pipeline-runner: let it deploy into $NAMESPACE with the
-# deployer's namespaced Role (the same rights as the hybridml-deployer service account, nothing more).
-kubectl -n "$NAMESPACE" create rolebinding hybridml-kfp-deployer --role=hybridml-deployer \
-  --serviceaccount=kubeflow:pipeline-runner --dry-run=client -o yaml | kubectl apply -f -
 
 step "run the committed pipeline with hybridml submit"
 kubectl -n kubeflow port-forward --address 127.0.0.1 svc/ml-pipeline "$KFP_PORT:8888" >/dev/null 2>&1 &

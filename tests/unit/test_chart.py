@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -91,6 +92,11 @@ BAD_VALUES = [
         "'bucket' does not match pattern",
     ),
     ({"mlflow": {"persistance": {"size": "1Gi"}}}, "/mlflow", "additional properties 'persistance' not allowed"),
+    (
+        {"serviceAccounts": {"deployer": {"alsoBind": [{"name": "pipeline-runner"}]}}},
+        "/serviceAccounts/deployer/alsoBind/0",
+        "missing property 'namespace'",
+    ),
     ({"postgresql": {"enabled": "yes"}}, "/postgresql/enabled", "got string, want boolean"),
     ({"postgresql": {"enabled": False}}, "/postgresql/externalUri", "minLength: got 0, want 1"),
     (
@@ -407,3 +413,27 @@ def test_submit_defaults_name_the_charts_services() -> None:
     values = {e["name"]: e.get("value") for e in env}
     assert (storage.username, storage.path) == (values["POSTGRES_USER"], "/" + values["POSTGRES_DB"])
     assert CLUSTER_DEFAULTS["deploy_target"] == "kserve"
+    # The predictor pods run as the chart's predictor account, which exists in the namespace they deploy to.
+    assert json.loads(CLUSTER_DEFAULTS["deploy_config"])["namespace"] == CLUSTER_NAMESPACE
+    account = CLUSTER_DEFAULTS["kserve_service_account"]
+    assert objects[("ServiceAccount", CLUSTER_NAMESPACE, account)]["metadata"]["name"] == "hybridml-predictor"
+
+
+@needs_helm
+def test_the_deployer_role_is_bound_to_the_runs_service_accounts(tmp_path: Path) -> None:
+    """The pipeline's deploy steps run as the Kubeflow run's account: bound by default, configurable, or none."""
+
+    def subjects(*args: str) -> list[tuple[str, str]]:
+        binding = rendered(*args)[("RoleBinding", "hybridml", "hybridml-deployer")]
+        return [(s["namespace"], s["name"]) for s in binding["subjects"] if s["kind"] == "ServiceAccount"]
+
+    assert subjects() == [("hybridml", "hybridml-deployer"), ("kubeflow", "pipeline-runner")]
+    values = tmp_path / "profiles.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {"serviceAccounts": {"deployer": {"alsoBind": [{"namespace": "team-a", "name": "default-editor"}]}}}
+        )
+    )
+    assert subjects("-f", str(values)) == [("hybridml", "hybridml-deployer"), ("team-a", "default-editor")]
+    values.write_text(yaml.safe_dump({"serviceAccounts": {"deployer": {"alsoBind": []}}}))
+    assert subjects("-f", str(values)) == [("hybridml", "hybridml-deployer")]

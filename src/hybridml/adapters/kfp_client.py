@@ -34,6 +34,8 @@ CLUSTER_DEFAULTS: dict[str, Any] = {
     "tracking_uri": f"http://hybridml-mlflow.{CLUSTER_NAMESPACE}.svc.cluster.local:5000",
     "deploy_target": "kserve",
     "deploy_config": json.dumps({"target": "kserve", "namespace": CLUSTER_NAMESPACE}),
+    # The chart's predictor account: the predictor pods read the model's storageUri with its credentials.
+    "kserve_service_account": "hybridml-predictor",
     # The chart's PostgreSQL for Optuna; the password comes from PGPASSWORD in the step's environment (a Secret),
     # never from a run parameter, which the KFP UI shows to everyone.
     "hpo_storage": f"postgresql+psycopg2://optuna@hybridml-postgresql.{CLUSTER_NAMESPACE}.svc.cluster.local:5432/optuna",

@@ -162,6 +162,7 @@ def test_submit_with_no_parameters_names_the_cluster_services_and_reuses_the_upl
         "tracking_uri": "http://hybridml-mlflow.hybridml.svc.cluster.local:5000",
         "deploy_target": "kserve",
         "deploy_config": '{"target": "kserve", "namespace": "hybridml"}',
+        "kserve_service_account": "hybridml-predictor",
         "hpo_storage": "postgresql+psycopg2://optuna@hybridml-postgresql.hybridml.svc.cluster.local:5432/optuna",
     }
     assert run["display_name"] == VERSION_NAME  # the default run name
