@@ -414,7 +414,10 @@ def test_submit_defaults_name_the_charts_services() -> None:
     assert (storage.username, storage.path) == (values["POSTGRES_USER"], "/" + values["POSTGRES_DB"])
     assert CLUSTER_DEFAULTS["deploy_target"] == "kserve"
     # The predictor pods run as the chart's predictor account, which exists in the namespace they deploy to.
-    assert json.loads(CLUSTER_DEFAULTS["deploy_config"])["namespace"] == CLUSTER_NAMESPACE
+    deploy_config = json.loads(CLUSTER_DEFAULTS["deploy_config"])
+    assert deploy_config["namespace"] == CLUSTER_NAMESPACE
+    storage = objects[("ClusterStorageContainer", "", deploy_config["storage_container"])]
+    assert storage["spec"]["container"]["securityContext"]["runAsNonRoot"] is True
     account = CLUSTER_DEFAULTS["kserve_service_account"]
     assert objects[("ServiceAccount", CLUSTER_NAMESPACE, account)]["metadata"]["name"] == "hybridml-predictor"
 
@@ -437,3 +440,47 @@ def test_the_deployer_role_is_bound_to_the_runs_service_accounts(tmp_path: Path)
     assert subjects("-f", str(values)) == [("hybridml", "hybridml-deployer"), ("team-a", "default-editor")]
     values.write_text(yaml.safe_dump({"serviceAccounts": {"deployer": {"alsoBind": []}}}))
     assert subjects("-f", str(values)) == [("hybridml", "hybridml-deployer")]
+
+
+@needs_helm
+def test_storage_container_gives_kserves_storage_initializer_the_restricted_context() -> None:
+    """A ClusterStorageContainer for every scheme the kserve target hands KServe, named as the target picks it."""
+    from hybridml.deploy.config import KServeConfig
+    from hybridml.deploy.kserve import render
+
+    def storage_containers(*args: str) -> list[dict[str, Any]]:
+        done = helm("template", "hybridml", str(CHART), "--namespace", "hybridml", *args)
+        assert done.returncode == 0, done.stderr
+        return [d for d in yaml.safe_load_all(done.stdout) if d and d["kind"] == "ClusterStorageContainer"]
+
+    [container] = storage_containers()
+    assert container["apiVersion"] == "serving.kserve.io/v1alpha1"
+    assert container["metadata"]["name"] == "hybridml-restricted"
+    assert "namespace" not in container["metadata"]  # cluster-scoped
+    assert container["spec"]["workloadType"] == "initContainer"
+    # Only the security context: KServe keeps its own image, args and resources (inferenceservice-config).
+    assert container["spec"]["container"] == {
+        "name": "storage-initializer",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    prefixes = [f["prefix"] for f in container["spec"]["supportedUriFormats"]]
+    assert prefixes == [f"{scheme}://" for scheme in render.CLUSTER_SCHEMES]
+    # The kserve target names it (spec.predictor.storageContainerName) when configured so.
+    config = KServeConfig(namespace="hybridml", storage_container=container["metadata"]["name"])
+    isvc = render.inference_service(config, "churn", "Standard", render.Served("1", "s3://m/churn/1"))
+    assert isvc["spec"]["predictor"]["storageContainerName"] == "hybridml-restricted"
+
+    assert storage_containers("--set", "kserve.storageContainer.enabled=false") == []
+    [renamed] = storage_containers("--set", "kserve.storageContainer.name=team-a-restricted")
+    assert renamed["metadata"]["name"] == "team-a-restricted"
+    for bad, field in (
+        ("kserve.storageContainer.name=Not_A_Name", "name"),
+        ("kserve.storageContainer.uriPrefixes={s3}", "uriPrefixes/0"),
+    ):
+        refused = helm("template", "hybridml", str(CHART), "--set", bad)
+        assert refused.returncode != 0 and f"at '/kserve/storageContainer/{field}'" in refused.stderr, refused.stderr

@@ -89,7 +89,6 @@ def predictor(served: Served, **extra: Any) -> dict[str, Any]:
         },
         "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
         "model": {
-            "name": "kserve-container",
             "modelFormat": {"name": "hybridml"},
             "runtime": "hybridml",
             "storageUri": served.storage_uri,
@@ -98,6 +97,14 @@ def predictor(served: Served, **extra: Any) -> dict[str, Any]:
         },
         **extra,
     }
+
+
+def canary_predictor(served: Served, **extra: Any) -> dict[str, Any]:
+    """``spec.canary[0].predictor`` as KServe v0.20 accepts it: named, its model named, no autoscaling fields."""
+    spec = predictor(served, **extra)
+    for field in ("minReplicas", "maxReplicas"):
+        del spec[field]
+    return {"name": "canary", **spec, "model": {"name": "kserve-container", **spec["model"]}}
 
 
 def metadata(mode: str, canary: Served | None = None) -> dict[str, Any]:
@@ -139,10 +146,51 @@ def test_standard_canary_is_spec_canary_with_traffic_percent(isvc_schema: dict[s
     assert obj["metadata"] == metadata("Standard", CANARY)
     assert obj["spec"] == {
         "predictor": predictor(STABLE),
-        "canary": [{"predictor": predictor(CANARY), "trafficPercent": 30}],
+        "canary": [{"predictor": canary_predictor(CANARY), "trafficPercent": 30}],
     }
     assert "canaryTrafficPercent" not in json.dumps(obj)  # ignored in Standard mode (kserve#5335)
     valid(obj, isvc_schema)
+
+
+def test_only_the_canary_model_is_named_as_kserve_v0_20_validates() -> None:
+    """KServe refuses ``spec.predictor.model.name``; its CRD requires ``spec.canary[].predictor.model.name``."""
+    obj = render.inference_service(config(), "churn", "Standard", STABLE, CANARY, 30)
+    assert "name" not in obj["spec"]["predictor"] and "name" not in obj["spec"]["predictor"]["model"]
+    canary = obj["spec"]["canary"][0]["predictor"]
+    assert (canary["name"], canary["model"]["name"]) == ("canary", "kserve-container")
+
+
+def test_the_canary_sets_no_autoscaling_and_keeps_a_pod_at_zero_percent(isvc_schema: dict[str, Any]) -> None:
+    """KServe refuses a canary's maxReplicas, scaleMetric and scaleTarget; at 0 % it would run no pod at all."""
+    cfg = config(scale_metric="cpu", scale_target=70, min_replicas=2, max_replicas=5)
+    obj = render.inference_service(cfg, "churn", "Standard", STABLE, CANARY, 30)
+    stable, canary = obj["spec"]["predictor"], obj["spec"]["canary"][0]["predictor"]
+    assert (stable["minReplicas"], stable["maxReplicas"], stable["scaleMetric"], stable["scaleTarget"]) == (
+        2,
+        5,
+        "cpu",
+        70,
+    )
+    assert not {"minReplicas", "maxReplicas", "scaleMetric", "scaleTarget"} & set(canary)
+    paused = render.inference_service(cfg, "churn", "Standard", STABLE, CANARY, 0)
+    assert paused["spec"]["canary"] == [{"predictor": {**canary, "minReplicas": 1}, "trafficPercent": 0}]
+    valid(paused, isvc_schema)
+
+
+def test_storage_container_names_the_cluster_storage_container(isvc_schema: dict[str, Any]) -> None:
+    cfg = config(storage_container="hybridml-restricted")
+    obj = render.inference_service(cfg, "churn", "Standard", STABLE, CANARY, 30)
+    assert obj["spec"]["predictor"]["storageContainerName"] == "hybridml-restricted"
+    assert obj["spec"]["canary"][0]["predictor"]["storageContainerName"] == "hybridml-restricted"
+    assert "storageContainerName" not in json.dumps(render.inference_service(config(), "churn", "Standard", STABLE))
+    valid(obj, isvc_schema)
+
+
+def test_knative_is_serverless() -> None:
+    """KServe v0.20's defaulting webhook stores a Serverless InferenceService's mode as ``Knative``."""
+    assert render.normalize_mode("Knative") == "Serverless"
+    knative = render.inference_service(config(mode="Knative"), "churn", "Knative", STABLE, CANARY, 30)
+    assert knative == render.inference_service(config(), "churn", "Serverless", STABLE, CANARY, 30)
 
 
 def test_raw_deployment_is_standard() -> None:
@@ -168,6 +216,17 @@ def test_optional_fields_render_and_validate(isvc_schema: dict[str, Any]) -> Non
         0,
     )
     valid(obj, isvc_schema)
+
+
+@pytest.mark.parametrize(("metric", "annotated"), [("cpu", True), ("memory", True), ("rps", False), (None, False)])
+def test_serverless_cpu_and_memory_scaling_name_knative_hpa_class(metric: str | None, annotated: bool) -> None:
+    """KServe refuses cpu and memory for Knative's own autoscaler; the HPA class makes Knative use an HPA."""
+    cfg = config(scale_metric=metric, scale_target=70 if metric else None)
+    annotations = render.inference_service(cfg, "churn", "Serverless", STABLE)["metadata"]["annotations"]
+    assert annotations.get("autoscaling.knative.dev/class") == ("hpa.autoscaling.knative.dev" if annotated else None)
+    if metric in ("cpu", "memory"):  # Standard mode scales with an HPA anyway: no Knative annotation
+        standard = render.inference_service(cfg, "churn", "Standard", STABLE)["metadata"]["annotations"]
+        assert "autoscaling.knative.dev/class" not in standard
 
 
 def test_the_schema_check_can_fail(isvc_schema: dict[str, Any]) -> None:
@@ -277,6 +336,7 @@ def test_config_defaults_and_factory_lookup() -> None:
         ({"namespace": "Bad_NS"}, "namespace"),
         ({"runtime": ""}, "runtime"),
         ({"service_account": "A"}, "service_account"),
+        ({"storage_container": "Not A Name"}, "storage_container"),
         ({"image": " "}, "image"),
         ({"cpu_request": "lots"}, "cpu_request"),
         ({"memory_limit": "1GB"}, "memory_limit"),

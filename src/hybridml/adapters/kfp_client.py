@@ -33,7 +33,11 @@ CLUSTER_NAMESPACE = "hybridml"
 CLUSTER_DEFAULTS: dict[str, Any] = {
     "tracking_uri": f"http://hybridml-mlflow.{CLUSTER_NAMESPACE}.svc.cluster.local:5000",
     "deploy_target": "kserve",
-    "deploy_config": json.dumps({"target": "kserve", "namespace": CLUSTER_NAMESPACE}),
+    # storage_container: the chart's ClusterStorageContainer, whose storage initializer passes Pod Security
+    # restricted (KServe's default one does not, so no predictor pod would start in the chart's namespace).
+    "deploy_config": json.dumps(
+        {"target": "kserve", "namespace": CLUSTER_NAMESPACE, "storage_container": "hybridml-restricted"}
+    ),
     # The chart's predictor account: the predictor pods read the model's storageUri with its credentials.
     "kserve_service_account": "hybridml-predictor",
     # The chart's PostgreSQL for Optuna; the password comes from PGPASSWORD in the step's environment (a Secret),

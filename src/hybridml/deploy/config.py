@@ -189,7 +189,7 @@ class SageMakerConfig(TargetConfig):
 _QUANTITY = re.compile(r"^\d+(\.\d+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-KSERVE_MODES = ("auto", "Serverless", "Standard", "RawDeployment")
+KSERVE_MODES = ("auto", "Serverless", "Standard", "RawDeployment", "Knative")
 SCALE_METRICS = ("cpu", "memory", "concurrency", "rps")
 
 
@@ -206,6 +206,9 @@ class KServeConfig(TargetConfig):
         context: kubeconfig context (None: the file's current context).
         service_account: ServiceAccount the predictor pods run as (credentials for ``storageUri``); None: the
             namespace's default.
+        storage_container: ClusterStorageContainer KServe's storage initializer uses for these predictors
+            (``spec.predictor.storageContainerName``: the chart's ``hybridml-restricted`` meets Pod Security
+            ``restricted``); None: KServe matches one by the URI's scheme.
         image: the project's predictor image (serving/Dockerfile), run by the ``hybridml`` ServingRuntime.
         runtime: ServingRuntime the predictor uses: ``hybridml`` (the target applies it, with ``image``) or the
             name of the user's own runtime, which must already exist and support the ``hybridml`` model format.
@@ -218,7 +221,8 @@ class KServeConfig(TargetConfig):
         storage_uri_prefix: where the cluster reads bundles that are not already at a URI it can read
             (``s3://``, ``gs://``, ``pvc://``, ``https://``...): ``PREFIX/NAME/VERSION``; None refuses them.
         mode: ``auto`` (detect from the object, then KServe's ``inferenceservice-config``), or force
-            ``Serverless`` / ``Standard`` (``RawDeployment`` is Standard's older name).
+            ``Serverless`` / ``Standard`` (``RawDeployment`` is Standard's older name, ``Knative`` Serverless's
+            newer one).
         kserve_namespace: namespace of KServe's ``inferenceservice-config`` ConfigMap.
         ready_timeout_s: how long one deploy, traffic change, promote or rollback may take to become Ready.
         poll_s: longest pause between two status reads (they start at 0.05 s and double).
@@ -232,6 +236,7 @@ class KServeConfig(TargetConfig):
     kubeconfig: str | None = None
     context: str | None = None
     service_account: str | None = None
+    storage_container: str | None = None
     image: str = "ghcr.io/hybridml/predictor:latest"
     runtime: str = "hybridml"
     cpu_request: str = "500m"
@@ -258,7 +263,7 @@ class KServeConfig(TargetConfig):
             value = getattr(self, key)
             if not isinstance(value, str) or not _DNS_LABEL.fullmatch(value):
                 raise bad(key, "a Kubernetes namespace name")
-        for key in ("runtime", "service_account"):
+        for key in ("runtime", "service_account", "storage_container"):
             value = getattr(self, key)
             if (value is not None or key == "runtime") and (
                 not isinstance(value, str) or not _DNS_SUBDOMAIN.fullmatch(value)

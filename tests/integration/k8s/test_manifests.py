@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.k8s.conftest import ControlPlane
+from tests.integration.k8s.conftest import ControlPlane, bin_dir, install_crds
 from tests.unit.test_chart import CHART, HELM, load_render
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -72,7 +72,49 @@ def namespace(control_plane: ControlPlane, rendered: dict[str, Path]) -> str:
     path.write_text(yaml.safe_dump_all(kept))
     done = kubectl(control_plane, "apply", "--server-side", "-f", str(path))
     assert done.returncode == 0, done.stderr
+    install_storage_container_crd(control_plane)
     return NAMESPACE
+
+
+def install_storage_container_crd(plane: ControlPlane) -> None:
+    """KServe's ClusterStorageContainer CRD (not in ../shared/crds), for the chart's and the base's object.
+
+    The one scripts/build_kserve.sh copies from KServe's module when built, else the same kind with an open schema.
+    """
+    from kubernetes import client
+
+    name = "clusterstoragecontainers.serving.kserve.io"
+    present = client.ApiextensionsV1Api(plane.api_client()).list_custom_resource_definition(
+        field_selector=f"metadata.name={name}"
+    )
+    if present.items:
+        return
+    built = bin_dir() / "kserve-crds" / "serving.kserve.io_clusterstoragecontainers.yaml"
+    if built.is_file():
+        install_crds(plane, [doc for doc in yaml.safe_load_all(built.read_text()) if doc])
+        return
+    open_schema = {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}
+    install_crds(
+        plane,
+        [
+            {
+                "apiVersion": "apiextensions.k8s.io/v1",
+                "kind": "CustomResourceDefinition",
+                "metadata": {"name": name},
+                "spec": {
+                    "group": "serving.kserve.io",
+                    "scope": "Cluster",
+                    "names": {
+                        "kind": "ClusterStorageContainer",
+                        "listKind": "ClusterStorageContainerList",
+                        "plural": "clusterstoragecontainers",
+                        "singular": "clusterstoragecontainer",
+                    },
+                    "versions": [{"name": "v1alpha1", "served": True, "storage": True, "schema": open_schema}],
+                },
+            }
+        ],
+    )
 
 
 def test_everything_is_rendered(rendered: dict[str, Path]) -> None:

@@ -161,7 +161,7 @@ def test_submit_with_no_parameters_names_the_cluster_services_and_reuses_the_upl
     assert run["runtime_config"]["parameters"] == {
         "tracking_uri": "http://hybridml-mlflow.hybridml.svc.cluster.local:5000",
         "deploy_target": "kserve",
-        "deploy_config": '{"target": "kserve", "namespace": "hybridml"}',
+        "deploy_config": '{"target": "kserve", "namespace": "hybridml", "storage_container": "hybridml-restricted"}',
         "kserve_service_account": "hybridml-predictor",
         "hpo_storage": "postgresql+psycopg2://optuna@hybridml-postgresql.hybridml.svc.cluster.local:5432/optuna",
     }

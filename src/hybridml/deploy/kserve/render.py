@@ -17,8 +17,12 @@ RUNTIME_API = f"{GROUP}/v1alpha1"
 MODEL_FORMAT = "hybridml"
 PORT = 8080
 CONTAINER = "kserve-container"
+# spec.canary[0].predictor.name: KServe names the canary's Deployment and Service <isvc>-canary-predictor.
+CANARY = "canary"
 SERVERLESS, STANDARD = "Serverless", "Standard"
 MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
+# Serverless mode scales with Knative's own autoscaler (concurrency, rps) unless this class says HPA (cpu, memory).
+KNATIVE_CLASS = ("autoscaling.knative.dev/class", "hpa.autoscaling.knative.dev")
 # Labels select what the target created (delete and list touch nothing else); annotations carry what it needs
 # to rebuild the object (rollback re-renders stable from them) and link back to the registry.
 MANAGED_BY = ("app.kubernetes.io/managed-by", "hybridml")
@@ -33,25 +37,35 @@ CLUSTER_SCHEMES = ("s3", "gs", "pvc", "https", "http", "hdfs", "webhdfs", "hf", 
 
 @dataclass(frozen=True)
 class Served:
-    """One version as the cluster serves it: its label and where KServe's storage initializer reads it."""
+    """One version as the cluster serves it: its label, where KServe's storage initializer reads it, and the
+    pipeline run that produced it (empty: unknown; kept in the annotation so a re-render keeps the link)."""
 
     version: str
     storage_uri: str
+    pipeline_run: str = ""
 
     def to_json(self) -> str:
-        return json.dumps({"version": self.version, "storageUri": self.storage_uri}, sort_keys=True)
+        raw = {"version": self.version, "storageUri": self.storage_uri}
+        if self.pipeline_run:
+            raw["pipelineRun"] = self.pipeline_run
+        return json.dumps(raw, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str | None) -> Served | None:
         if not text:
             return None
         raw = json.loads(text)
-        return cls(str(raw["version"]), str(raw["storageUri"]))
+        return cls(str(raw["version"]), str(raw["storageUri"]), str(raw.get("pipelineRun") or ""))
 
 
 def normalize_mode(mode: str) -> str:
-    """``Serverless`` or ``Standard`` (KServe's older ``RawDeployment`` name is Standard); refuse the rest."""
-    if mode == SERVERLESS:
+    """``Serverless`` or ``Standard``; refuse the rest.
+
+    KServe v0.20 renamed them ``Knative`` and ``Standard`` (its defaulting webhook rewrites a ``Serverless``
+    annotation to ``Knative``); ``RawDeployment`` is Standard's older name. The target keeps writing
+    ``Serverless``, which every KServe version takes.
+    """
+    if mode in (SERVERLESS, "Knative"):
         return SERVERLESS
     if mode in (STANDARD, "RawDeployment"):
         return STANDARD
@@ -113,7 +127,11 @@ def scrape_annotations() -> dict[str, str]:
 
 
 def predictor(config: KServeConfig, name: str, served: Served) -> dict[str, Any]:
-    """The ``PredictorSpec`` serving one version: model format, runtime, storage, resources and autoscaling."""
+    """The ``PredictorSpec`` serving one version: model format, runtime, storage, resources and autoscaling.
+
+    ``spec.predictor`` as KServe's validating webhook accepts it: ``model`` has no ``name`` ("the 'name' field is
+    not allowed in standard predictor"); KServe names the container ``kserve-container`` itself.
+    """
     spec: dict[str, Any] = {
         "minReplicas": config.min_replicas,
         "maxReplicas": config.max_replicas,
@@ -121,8 +139,6 @@ def predictor(config: KServeConfig, name: str, served: Served) -> dict[str, Any]
         "annotations": scrape_annotations(),
         "securityContext": pod_security_context(),
         "model": {
-            # spec.canary[].predictor.model requires the container name; KServe names the container so anyway.
-            "name": CONTAINER,
             "modelFormat": {"name": MODEL_FORMAT},
             "runtime": config.runtime,
             "storageUri": served.storage_uri,
@@ -135,11 +151,31 @@ def predictor(config: KServeConfig, name: str, served: Served) -> dict[str, Any]
     }
     if config.service_account is not None:
         spec["serviceAccountName"] = config.service_account
+    if config.storage_container is not None:
+        spec["storageContainerName"] = config.storage_container
     if config.scale_metric is not None:
         spec["scaleMetric"] = config.scale_metric
     if config.scale_target is not None:
         spec["scaleTarget"] = config.scale_target
     return spec
+
+
+def canary_predictor(config: KServeConfig, name: str, served: Served, percent: int) -> dict[str, Any]:
+    """The ``spec.canary[0].predictor`` of Standard mode, as KServe v0.20's validating webhook accepts it.
+
+    It is named :data:`CANARY` (KServe names its Deployment and Service ``<name>-canary-predictor``), its model
+    keeps the ``name`` the CRD requires there, and it sets no autoscaling: KServe refuses ``maxReplicas``,
+    ``scaleMetric`` and ``scaleTarget`` on a canary and runs it at a fixed replica count, by default
+    ``ceil(stable minReplicas * percent / 100)`` (taken off the stable predictor's minimum). At 0 % that is no
+    pod at all, and a canary without an available pod is never ready, so there ``minReplicas`` is 1.
+    """
+    spec = predictor(config, name, served)
+    for field in ("minReplicas", "maxReplicas", "scaleMetric", "scaleTarget"):
+        spec.pop(field, None)
+    if percent == 0:
+        spec["minReplicas"] = 1
+    # The CRD requires spec.canary[].predictor.model.name; KServe names the container so anyway.
+    return {"name": CANARY, **spec, "model": {"name": CONTAINER, **spec["model"]}}
 
 
 def inference_service(
@@ -154,13 +190,17 @@ def inference_service(
     """The InferenceService serving ``stable`` (and ``canary`` at ``canary_percent``) in ``mode``.
 
     Standard mode keeps stable in ``spec.predictor`` and the canary in ``spec.canary[0]`` with its
-    ``trafficPercent``. Serverless mode (Knative revisions) puts the newest spec in ``spec.predictor`` with
-    ``canaryTrafficPercent``: Knative sends the rest to the previous ready revision, i.e. stable.
+    ``trafficPercent`` (see :func:`canary_predictor`: KServe's own replica count, no autoscaling). Serverless
+    mode (Knative revisions) puts the newest spec in ``spec.predictor`` with ``canaryTrafficPercent``: Knative
+    sends the rest to the previous ready revision, i.e. stable (with the configured autoscaling).
     """
     mode = normalize_mode(mode)
     check_mode_settings(config, mode)
     labels = {MANAGED_BY[0]: MANAGED_BY[1], LABEL_MODEL: name, LABEL_VERSION: stable.version}
     annotations = {MODE_ANNOTATION: mode, ANN_STABLE: stable.to_json(), ANN_FEATURES: ",".join(features)}
+    if mode == SERVERLESS and config.scale_metric in ("cpu", "memory"):
+        # KServe's webhook refuses cpu and memory for Knative's autoscaler ("[cpu] is not a supported metric").
+        annotations[KNATIVE_CLASS[0]] = KNATIVE_CLASS[1]
     spec: dict[str, Any]
     if canary is None:
         spec = {"predictor": predictor(config, name, stable)}
@@ -168,7 +208,9 @@ def inference_service(
         annotations[ANN_CANARY] = canary.to_json()
         spec = {
             "predictor": predictor(config, name, stable),
-            "canary": [{"predictor": predictor(config, name, canary), "trafficPercent": canary_percent}],
+            "canary": [
+                {"predictor": canary_predictor(config, name, canary, canary_percent), "trafficPercent": canary_percent}
+            ],
         }
     else:
         annotations[ANN_CANARY] = canary.to_json()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ SELECTOR = f"{render.MANAGED_BY[0]}={render.MANAGED_BY[1]}"
 # What is worth retrying is what the status code says (the server or a proxy in front of it was busy or
 # down), never the message. A 500 on apply is not retried: server-side apply reports a patch that does not
 # type against the CRD schema as 500 (kubernetes/kubernetes#139253), and that request would fail again.
+# How the API server words a validating or mutating webhook's denial (HTTP 403, like RBAC's).
+WEBHOOK_DENIAL = "admission webhook "
 RETRIED = frozenset({429, 500, 502, 503, 504})
 FIRST_RETRY_S = 0.2
 
@@ -63,7 +66,10 @@ def load_api_client(config: KServeConfig) -> Any:
             kube_config.load_incluster_config()
             return client.ApiClient()
         except kube_config.ConfigException:
-            return kube_config.new_client_from_config(context=config.context)
+            # KUBECONFIG is read now, not by the library: it reads it once, at import, which a warm process (the
+            # daemon, the pipeline's step zygote) did before this command's or step's environment was in place.
+            default = os.environ.get("KUBECONFIG") or "~/.kube/config"
+            return kube_config.new_client_from_config(config_file=default, context=config.context)
     except (kube_config.ConfigException, OSError) as exc:
         tried = config.kubeconfig or "in-cluster config, KUBECONFIG or ~/.kube/config"
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -96,8 +102,10 @@ class KServeTarget(DeployTarget):
       new object deleted) and NotReadyError says what is left in the cluster.
     * Ready means: KServe observed the current generation, the ``Ready`` condition is True, the canary is ready
       (``canaryStatuses`` in Standard mode, the latest revision in Serverless mode) and no model failed to load.
-    * API errors: 403 is a PermissionDeniedError naming the verb and resource; 409 a ConflictError; 422 an
-      InvalidInputError; 429 and 5xx are retried with exponential backoff (``config.max_attempts``).
+    * API errors: 403 is a PermissionDeniedError naming the verb and resource, except an admission webhook's
+      denial (KServe's validator: ``admission webhook "..." denied the request: REASON``), which is an
+      InvalidInputError like 422; 409 a ConflictError; 429 and 5xx are retried with exponential backoff
+      (``config.max_attempts``).
     * KServe's InferenceService has no request mirroring: :meth:`shadow` is refused.
 
     Args:
@@ -127,11 +135,15 @@ class KServeTarget(DeployTarget):
 
     # ----- the contract -----
 
-    def deploy(self, ref: ModelRef, traffic_percent: int = 100) -> Deployment:
-        """Apply ``ref`` as stable (100: drops any canary) or as the canary at ``traffic_percent``, then wait."""
-        name = check_model_name(ref.name)
+    def deploy(self, ref: ModelRef, traffic_percent: int = 100, *, service: str | None = None) -> Deployment:
+        """Apply ``ref`` as stable (100: drops any canary) or as the canary at ``traffic_percent``, then wait.
+
+        ``service`` names the InferenceService (default: the model's name; A/B graphs serve two versions of one
+        model from two services). ``storageUri`` still comes from the model's name and version.
+        """
+        name = check_model_name(service or ref.name)
         check_traffic_percent(traffic_percent)
-        served = Served(str(ref.version), render.storage_uri(self.config, ref))
+        served = Served(str(ref.version), render.storage_uri(self.config, ref), ref.pipeline_run_id)
         current = self._read(name, missing_ok=True)
         mode = self._mode(name, current)
         features = tuple(ref.schema.names)
@@ -328,7 +340,8 @@ class KServeTarget(DeployTarget):
         endpoint = endpoint or f"http://{name}-predictor.{self._ns}.svc.cluster.local"
         percent, problems = live.canary_percent, []
         generation, observed = obj["metadata"].get("generation"), status.get("observedGeneration")
-        if observed != generation:
+        current = observed == generation or self._canaries_caught_up(live, status)
+        if not current:
             problems.append(f"KServe has not observed generation {generation} yet (observed {observed})")
         ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), None)
         if ready is None:
@@ -342,7 +355,7 @@ class KServeTarget(DeployTarget):
         ):
             failure = (model.get("lastFailureInfo") or {}).get("message", "")
             problems.append(f"model failed to load: {failure}".strip())
-        if live.canary is not None and observed == generation:
+        if live.canary is not None and current:
             live_percent, canary_ready, why = self._canary_state(live, status)
             if live_percent is not None:
                 percent = live_percent  # what the data plane does now (0 once a failed canary fell back)
@@ -363,6 +376,22 @@ class KServeTarget(DeployTarget):
             ready=not problems,
             detail=detail,
         )
+
+    @staticmethod
+    def _canaries_caught_up(live: _Live, status: dict[str, Any]) -> bool:
+        """Standard mode: whether KServe's canary statuses follow ``spec.canary`` (names and shares).
+
+        KServe v0.20 reports the stable predictor Deployment's ``observedGeneration`` there, not the
+        InferenceService's, so a change that leaves that Deployment alone (a traffic share, a canary added or
+        dropped) never matches the generation; the canary statuses, rewritten on every reconcile, tell instead.
+        """
+        if live.mode != render.STANDARD or status.get("observedGeneration") is None:
+            return False
+        wanted = [
+            (c.get("predictor", {}).get("name"), c.get("trafficPercent")) for c in live.obj["spec"].get("canary") or []
+        ]
+        seen = [(s.get("name"), s.get("trafficPercent")) for s in status.get("canaryStatuses") or []]
+        return wanted == seen
 
     @staticmethod
     def _canary_state(live: _Live, status: dict[str, Any]) -> tuple[int | None, bool, str]:
@@ -449,6 +478,10 @@ class KServeTarget(DeployTarget):
                 message = _message(exc)
                 namespace = self.config.kserve_namespace if resource == "configmaps" else self._ns
                 where = f"{resource} in namespace {namespace!r}"
+                if code == 403 and message.startswith(WEBHOOK_DENIAL):
+                    # An admission webhook's denial (KServe's validator, a policy engine) comes back as 403 too:
+                    # the object was refused, not the caller's permission.
+                    raise InvalidInputError(f"{verb} {where} refused: {message}") from exc
                 if code == 403:
                     raise PermissionDeniedError(f"not allowed to {verb} {where}: {message}") from exc
                 if code == 404:
