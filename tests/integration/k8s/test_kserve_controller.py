@@ -24,10 +24,12 @@ from hybridml.deploy.contract import ModelRef
 from hybridml.deploy.kserve import render
 from hybridml.deploy.kserve.target import KServeTarget
 from hybridml.errors import InvalidInputError
-from tests.integration.k8s.conftest import _storage_container, make_namespace
+from tests.integration.k8s.conftest import make_namespace
+from tests.integration.k8s.kserve_controller import _storage_container
 
 if TYPE_CHECKING:
-    from tests.integration.k8s.conftest import ControlPlane, KServeController
+    from tests.integration.k8s.conftest import ControlPlane
+    from tests.integration.k8s.kserve_controller import KServeController
 
 pytestmark = pytest.mark.integration
 
