@@ -18,7 +18,7 @@ HELM_LDFLAGS := -X helm.sh/helm/v3/internal/version.version=$(HELM_VERSION) \
 	-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=37 \
 	-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=37
 
-.PHONY: setup demo test lint typecheck security compile benchmark benchmark-serving benchmark-cli predictor-env mutation clean aws-tools aws-check dashboards benchmark-drift k8s-tools kserve-tools ci-lint pipeline-check push-images render helm-lint images
+.PHONY: setup demo test lint typecheck security compile benchmark benchmark-serving benchmark-cli predictor-env mutation clean aws-tools aws-check dashboards benchmark-drift benchmark-hpo k8s-tools kserve-tools ci-lint pipeline-check push-images render helm-lint images
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -126,6 +126,10 @@ benchmark-cli: setup
 benchmark-serving: setup
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python benchmarks/serving.py
+
+## benchmark-hpo: HPO on PostgreSQL from Debian: 2 workers' speed-up, per-trial storage overhead, pruning savings (prints figures)
+benchmark-hpo: setup
+	$(BIN)/python benchmarks/hpo.py
 
 ## benchmark-drift: drift on 100k rows x 30 features vs Evidently (own venv under build/), detection delay, false alarms
 benchmark-drift: setup

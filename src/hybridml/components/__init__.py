@@ -10,14 +10,16 @@ from hybridml.components.release import (
     summarize,
     wait_ready,
 )
-from hybridml.components.training import evaluate, hpo, preprocess, train
+from hybridml.components.training import evaluate, hpo_best, hpo_plan, hpo_worker, preprocess, train
 
 __all__ = [
     "IMAGE",
     "approve",
     "deploy",
     "evaluate",
-    "hpo",
+    "hpo_best",
+    "hpo_plan",
+    "hpo_worker",
     "inference",
     "preprocess",
     "register",

@@ -129,44 +129,103 @@ def evaluate(
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
-def hpo(
-    train: Input[Dataset],
-    valid: Input[Dataset],
-    schema: Input[Artifact],
+def hpo_plan(
     model_type: str,
     n_trials: int,
     timeout_s: float,
     storage: str,
     seed: int,
+    workers: int,
     tracking_uri: str,
     experiment: str,
     pipeline_run_id: str,
-    metrics: Output[Metrics],
-    report: Output[Markdown],
-) -> NamedTuple("HpoOutputs", [("best_params_json", str), ("best_value", float)]):  # type: ignore[valid-type]
-    """Optuna search; every trial is an MLflow child run."""
-    from collections import namedtuple
-    from pathlib import Path
-
+    home: str,
+) -> list:
+    """Create the shared Optuna study with its trial budget and the MLflow ``hpo`` run; one item per worker."""
     from hybridml.steps.runtime import run_step, tracking_uri_or_default
 
-    out = run_step(
-        "hpo",
-        "hybridml.steps.training:search",
-        train_path=train.path,
-        valid_path=valid.path,
-        schema_path=schema.path,
+    plan = run_step(
+        "hpo plan",
+        "hybridml.steps.training:plan_search",
         model_type=model_type,
         n_trials=n_trials,
         timeout_s=timeout_s,
         storage=storage,
         seed=seed,
+        workers=workers,
         tracking_uri=tracking_uri_or_default(tracking_uri),
         experiment=experiment,
         pipeline_run_id=pipeline_run_id,
+        home=home,
+    )
+    return plan.workers
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def hpo_worker(
+    train: Input[Dataset],
+    valid: Input[Dataset],
+    schema: Input[Artifact],
+    model_type: str,
+    seed: int,
+    worker: int,
+    storage: str,
+    study_name: str,
+    run_id: str,
+    timeout_s: float,
+    tracking_uri: str,
+    experiment: str,
+) -> int:
+    """Run trials of the shared study until its budget is spent; returns how many this worker ran."""
+    from hybridml.steps.runtime import run_step, tracking_uri_or_default
+
+    return run_step(
+        f"hpo worker {worker}",
+        "hybridml.steps.training:search_worker",
+        train_path=train.path,
+        valid_path=valid.path,
+        schema_path=schema.path,
+        model_type=model_type,
+        seed=seed,
+        worker=worker,
+        storage=storage,
+        study_name=study_name,
+        run_id=run_id,
+        timeout_s=timeout_s,
+        tracking_uri=tracking_uri_or_default(tracking_uri),
+        experiment=experiment,
+    )
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def hpo_best(
+    workers: list,
+    trials_run: list,
+    tracking_uri: str,
+    experiment: str,
+    metrics: Output[Metrics],
+    report: Output[Markdown],
+) -> NamedTuple("HpoOutputs", [("best_params_json", str), ("best_value", float)]):  # type: ignore[valid-type]
+    """Read the study once every worker is done: the best parameters, the counts and the history plot."""
+    from collections import namedtuple
+    from pathlib import Path
+
+    from hybridml.steps.runtime import run_step, tracking_uri_or_default
+
+    plan = workers[0]  # every item names the same study, storage and hpo run
+    out = run_step(
+        "hpo best",
+        "hybridml.steps.training:search_best",
+        storage=plan["storage"],
+        study_name=plan["study"],
+        run_id=plan["run_id"],
+        tracking_uri=tracking_uri_or_default(tracking_uri),
+        experiment=experiment,
     )
     metrics.log_metric("best_valid_roc_auc", out.best_value)
     metrics.log_metric("trials_complete", out.n_trials)
     metrics.log_metric("trials_pruned", out.n_pruned)
+    metrics.log_metric("trials_failed", out.n_failed)
+    metrics.log_metric("workers", len(trials_run))
     Path(report.path).write_text(out.markdown())
     return namedtuple("HpoOutputs", ["best_params_json", "best_value"])(out.best_params_json, out.best_value)  # type: ignore[call-arg]

@@ -4,13 +4,15 @@ import functools
 from pathlib import Path
 from typing import Any
 
-from kfp import compiler, dsl
+from kfp import compiler, dsl, kubernetes
 
 from hybridml.components import (
     approve,
     deploy,
     evaluate,
-    hpo,
+    hpo_best,
+    hpo_plan,
+    hpo_worker,
     inference,
     preprocess,
     register,
@@ -22,6 +24,37 @@ from hybridml.components import sagemaker_bridge as bridge_to_sagemaker  # the p
 
 PIPELINE_NAME = "hybridml-training"
 COMPILED = Path(__file__).with_name("hybridml_training.yaml")
+
+
+# What the cluster gives the steps' pods (kfp-kubernetes platform config; kfp.local ignores it). The label is the
+# one the chart's and manifests' NetworkPolicy admits to the predictors' control port (helm values
+# networkPolicy.deployerPodLabels); the Secrets are optional: a pod starts without them (docs/kserve.md).
+DEPLOYER_LABEL = ("hybridml.dev/role", "deployer")
+MLFLOW_SECRET = "hybridml-mlflow-credentials"  # noqa: S105 - a Secret's name
+MLFLOW_SECRET_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+AWS_SECRET = "hybridml-aws-credentials"  # noqa: S105 - a Secret's name
+AWS_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+def _secret_env(task: dsl.PipelineTask, secret: str, keys: tuple[str, ...]) -> None:
+    # Each key becomes the env variable of the same name; optional: absent Secret or key, no variable.
+    kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env={k: k for k in keys}, optional=True)
+
+
+def _deployer(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """A step that talks to a deploy target: labelled as the deployer (the control port admits it)."""
+    return kubernetes.add_pod_label(task, *DEPLOYER_LABEL)
+
+
+# The Optuna database's password, for the HPO steps' pods (the chart's Secret; user and database: optuna). Given as
+# PGPASSWORD, which libpq reads, so hpo_storage holds no password: postgresql+psycopg2://optuna@HOST:5432/optuna.
+OPTUNA_CREDENTIALS = "hybridml-postgresql"
+
+
+def _optuna_password(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    return kubernetes.use_secret_as_env(
+        task, secret_name=OPTUNA_CREDENTIALS, secret_key_to_env={"password": "PGPASSWORD"}, optional=True
+    )
 
 
 def _no_cache(task: dsl.PipelineTask) -> dsl.PipelineTask:
@@ -59,6 +92,7 @@ def make_pipeline(cache_preprocess: bool = False) -> Any:
         n_trials: int = 20,
         hpo_timeout_s: float = 600.0,
         hpo_storage: str = "",
+        hpo_workers: int = 1,
         seed: int = 42,
         test_size: float = 0.2,
         deploy_target: str = "local",
@@ -70,6 +104,8 @@ def make_pipeline(cache_preprocess: bool = False) -> Any:
         tracking_uri: str = "",
         experiment: str = "hybridml",
         home: str = "",
+        kserve_namespace: str = "",
+        kserve_service_account: str = "",
     ) -> str:
         """The whole life of a tabular model; returns the run summary as JSON.
 
@@ -81,6 +117,9 @@ def make_pipeline(cache_preprocess: bool = False) -> Any:
         options (``role_arn``, ``bucket``, ``image_uri``, ``endpoint_name``, ``region``, ``ready_timeout_s``...)
         and an optional ``canary`` percent (1-99); the approval status is mirrored to the SageMaker model package
         group and the version served on the endpoint until InService (see docs/sagemaker.md).
+        ``kserve_namespace`` and ``kserve_service_account``, when not empty, set the kserve target's namespace and
+        its predictors' ServiceAccount over ``deploy_config`` (other targets ignore them); the steps reach the API
+        server as the run's own ServiceAccount (``hybridml submit --service-account``, see docs/kserve.md).
         """
         run_id = dsl.PIPELINE_JOB_ID_PLACEHOLDER
         tracked = {"tracking_uri": tracking_uri, "experiment": experiment}
@@ -149,20 +188,45 @@ def make_pipeline(cache_preprocess: bool = False) -> Any:
         with dsl.If(scored.outputs["Output"] >= threshold, name="roc-meets-threshold"):
             direct = register_version(base, scored, "register")
         with dsl.Else(name="roc-below-threshold"):
-            search = _no_cache(
-                hpo(
-                    train=pre.outputs["train"],
-                    valid=pre.outputs["valid"],
-                    schema=pre.outputs["schema"],
+            # HPO fans out: the plan sets n_trials on one shared study, hpo_workers workers (pods on a cluster,
+            # processes locally) run them, and the best step reads the study once every worker is done.
+            plan = _no_cache(
+                hpo_plan(
                     model_type=model_type,
                     n_trials=n_trials,
                     timeout_s=hpo_timeout_s,
                     storage=hpo_storage,
                     seed=seed,
+                    workers=hpo_workers,
                     pipeline_run_id=run_id,
+                    home=home,
                     **tracked,
                 )
+            ).set_display_name("hpo plan")
+            with dsl.ParallelFor(plan.output, name="hpo-workers") as item:
+                worker = _no_cache(
+                    hpo_worker(
+                        train=pre.outputs["train"],
+                        valid=pre.outputs["valid"],
+                        schema=pre.outputs["schema"],
+                        model_type=model_type,
+                        seed=seed,
+                        worker=item.worker,
+                        storage=item.storage,
+                        study_name=item.study,
+                        run_id=item.run_id,
+                        timeout_s=hpo_timeout_s,
+                        **tracked,
+                    )
+                ).set_display_name("hpo worker")
+                # A worker pod lost (preempted, evicted, OOM) is retried by Kubeflow and resumes the shared study:
+                # it finishes the trials its dead attempt left running, then takes only those still owed.
+                worker.set_retry(num_retries=2, backoff_duration="30s")
+            search = _no_cache(
+                hpo_best(workers=plan.output, trials_run=dsl.Collected(worker.output), **tracked)
             ).set_display_name("hpo")
+            for hpo_task in (plan, worker, search):
+                _optuna_password(hpo_task)
             tuned = register_version(*fit_and_score(search.outputs["best_params_json"], "train best"), "hpo")
 
         version = dsl.OneOf(direct.outputs["model_version"], tuned.outputs["model_version"])
@@ -191,55 +255,66 @@ def make_pipeline(cache_preprocess: bool = False) -> Any:
             **tracked,
         )
         with dsl.If(status.output == "Approved", name="approved"):
-            placed = _no_cache(
-                deploy(
-                    model_name=model_name,
-                    version=version,
-                    target=deploy_target,
-                    traffic_percent=traffic_percent,
-                    home=home,
-                    tracking_uri=tracking_uri,
-                    deploy_config=deploy_config,
-                )
-            ).set_display_name("deploy")
-            ready = _no_cache(
-                wait_ready(
-                    model_name=model_name,
-                    target=deploy_target,
-                    timeout_s=ready_timeout_s,
-                    home=home,
-                    deploy_config=deploy_config,
-                    endpoint=placed.output,
-                )
-            ).set_display_name("wait until ready")
-            scores = _no_cache(
-                inference(
-                    endpoint=ready.output,
-                    model_name=model_name,
-                    test=pre.outputs["test"],
-                    schema=pre.outputs["schema"],
-                    n_rows=predict_rows,
-                    target=deploy_target,
-                    home=home,
-                    deploy_config=deploy_config,
-                )
-            ).set_display_name("inference")
+            where = {
+                "target": deploy_target,
+                "home": home,
+                "deploy_config": deploy_config,
+                "kserve_namespace": kserve_namespace,
+                "kserve_service_account": kserve_service_account,
+            }
+            placed = _deployer(
+                _no_cache(
+                    deploy(
+                        model_name=model_name,
+                        version=version,
+                        traffic_percent=traffic_percent,
+                        tracking_uri=tracking_uri,
+                        **where,
+                    )
+                ).set_display_name("deploy")
+            )
+            ready = _deployer(
+                _no_cache(
+                    wait_ready(model_name=model_name, timeout_s=ready_timeout_s, endpoint=placed.output, **where)
+                ).set_display_name("wait until ready")
+            )
+            scores = _deployer(
+                _no_cache(
+                    inference(
+                        endpoint=ready.output,
+                        model_name=model_name,
+                        test=pre.outputs["test"],
+                        schema=pre.outputs["schema"],
+                        n_rows=predict_rows,
+                        **where,
+                    )
+                ).set_display_name("inference")
+            )
             served = _no_cache(
                 summary(endpoint=ready.output, predictions_json=scores.outputs["Output"])
             ).set_display_name("summary")
             with dsl.If(sagemaker_bridge != "", name="sagemaker-bridge-on"):
                 # Beside the local/KServe deploy, not after it: the AWS half neither waits on nor blocks it.
-                _no_cache(
-                    bridge_to_sagemaker(
-                        model_name=model_name,
-                        version=version,
-                        bridge=sagemaker_bridge,
-                        home=home,
-                        tracking_uri=tracking_uri,
-                    )
-                ).set_display_name("sagemaker bridge")
+                mirror = _deployer(
+                    _no_cache(
+                        bridge_to_sagemaker(
+                            model_name=model_name,
+                            version=version,
+                            bridge=sagemaker_bridge,
+                            home=home,
+                            tracking_uri=tracking_uri,
+                        )
+                    ).set_display_name("sagemaker bridge")
+                )
+                # Static keys where IRSA (the ServiceAccount's role annotation) is not used.
+                _secret_env(mirror, AWS_SECRET, AWS_SECRET_KEYS)
         with dsl.Else(name="not-approved"):
             held = _no_cache(summary(endpoint="", predictions_json="")).set_display_name("summary")
+        # Every step that reads or writes MLflow (it takes tracking_uri) gets the optional tracking credentials,
+        # those of either branch included: one rule, so a step added later cannot miss them.
+        for task in dsl.pipeline_context.Pipeline.get_default_pipeline().tasks.values():
+            if "tracking_uri" in (task.component_spec.inputs or {}):
+                _secret_env(task, MLFLOW_SECRET, MLFLOW_SECRET_KEYS)
         return dsl.OneOf(served.output, held.output)
 
     return training_pipeline

@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
 
 from hybridml.core import hpo
-from tests.integration.registry.conftest import Service, start_postgres
-
-
-@pytest.fixture(scope="module")
-def postgres_uri() -> Iterator[str]:
-    services: list[Service] = []
-    uri, stop = start_postgres(services)
-    try:
-        yield uri
-    finally:
-        stop()
 
 
 def _objective(calls: list[int]) -> hpo.Objective:
@@ -85,10 +73,35 @@ def test_the_hpo_step_never_records_the_storage_password(postgres_uri: str, tmp_
     )  # fmt: skip
     # The test server trusts local connections, so the password is accepted and ignored: only its echo matters.
     with_password = postgres_uri.replace("postgres@", "postgres:s3cret-pw@")
-    result = training.search(
-        train_path=paths["train"], valid_path=paths["valid"], schema_path=str(tmp_path / "s.json"),
-        model_type="logistic_regression", n_trials=2, timeout_s=60, storage=with_password, seed=1,
-        tracking_uri=tracking, experiment="hpo-secrets", pipeline_run_id="p1",
+    plan = training.plan_search(
+        model_type="logistic_regression",
+        n_trials=2,
+        timeout_s=60,
+        storage=with_password,
+        seed=1,
+        workers=1,
+        tracking_uri=tracking,
+        experiment="hpo-secrets",
+        pipeline_run_id="p1",
+        home=str(tmp_path),
+    )
+    training.search_worker(
+        train_path=paths["train"],
+        valid_path=paths["valid"],
+        schema_path=str(tmp_path / "s.json"),
+        model_type="logistic_regression",
+        seed=1,
+        worker=0,
+        storage=plan.storage,
+        study_name=plan.study_name,
+        run_id=plan.run_id,
+        timeout_s=60,
+        tracking_uri=tracking,
+        experiment="hpo-secrets",
+    )
+    result = training.search_best(
+        storage=plan.storage, study_name=plan.study_name, run_id=plan.run_id, tracking_uri=tracking,
+        experiment="hpo-secrets",
     )  # fmt: skip
     params = MlflowClient(tracking).get_run(result.run_id).data.params
     assert params["storage"] == with_password.replace("s3cret-pw", "***")

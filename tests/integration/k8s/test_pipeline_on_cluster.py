@@ -401,6 +401,7 @@ def test_below_the_threshold_the_hpo_branch_runs_its_workers_on_the_postgresql_s
 ) -> None:
     import optuna
 
+    from hybridml.core import hpo
     from hybridml.core.hpo import WORKER_ATTR
     from hybridml.registry import Registry
 
@@ -436,9 +437,12 @@ def test_below_the_threshold_the_hpo_branch_runs_its_workers_on_the_postgresql_s
     assert (summary["branch"], summary["approval_status"], summary["endpoint"]) == pending
     (version,) = Registry(stack.tracking_uri, user="test").list_versions(name)
     study = _study(stack, f"hybridml-{version.pipeline_run_id}")
-    finished = [t for t in study.trials if t.state != optuna.trial.TrialState.RUNNING]
-    assert len(study.trials) == len(finished) == 4
-    assert {t.user_attrs[WORKER_ATTR] for t in study.trials} <= {0, 1}
+    finished = study.get_trials(states=hpo.FINISHED)
+    assert len(finished) == 4
+    # A worker that lost the race for the last trial puts its extra one back unrun (WAITING): at most one here.
+    extra = [t for t in study.trials if t not in finished]
+    assert len(extra) <= 1 and all(t.state == optuna.trial.TrialState.WAITING for t in extra)
+    assert {t.user_attrs[WORKER_ATTR] for t in finished} <= {0, 1}
 
 
 WORKER = """\
