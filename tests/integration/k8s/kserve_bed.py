@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from tests.integration.k8s.conftest import ControlPlane
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
+SOURCE_URI = "internal.serving.kserve.io/storage-initializer-sourceuri"
 
 
 class Controller:
@@ -24,11 +25,14 @@ class Controller:
     ``behaviour`` is ``ready`` (everything Ready, the canary at its share), ``canary-fails`` (stable Ready, the
     canary's model fails to load and its traffic falls back to 0) or ``never`` (no status is ever written). A
     bundle published under ``.../broken/...`` fails to load whatever the behaviour; a name in ``broken`` has
-    its Ready condition False (its pods crash).
+    its Ready condition False (its pods crash). In Standard mode it also writes the stable predictor's Deployment
+    (``NAME-predictor``: the predictor's labels and ``storageUri`` in its pod template, one replica rolled out), as
+    KServe and the Deployment controller would; nothing else runs (no ReplicaSet, no Pod).
     """
 
     def __init__(self, plane: ControlPlane, namespace: str) -> None:
         self.custom = client.CustomObjectsApi(plane.api_client())
+        self.apps = client.AppsV1Api(plane.api_client())
         self.namespace = namespace
         self.behaviour = "ready"
         self.broken: set[str] = set()
@@ -101,8 +105,39 @@ class Controller:
                 "traffic": traffic,
             }
         }
+        if mode == "Standard":
+            self.roll_out(name, spec["predictor"])
         body = {"status": status}
         self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, self.namespace, PLURAL, name, body)
+
+    def roll_out(self, name: str, predictor: dict[str, Any]) -> None:
+        """Write ``NAME-predictor`` for the stable ``predictor`` and report its one replica updated and available."""
+        name = f"{name}-predictor"
+        selector = {"app": f"isvc.{name}"}
+        template = client.V1PodTemplateSpec(
+            metadata=client.V1ObjectMeta(
+                labels={**selector, **(predictor.get("labels") or {})},
+                annotations={SOURCE_URI: predictor["model"]["storageUri"]},
+            ),
+            spec=client.V1PodSpec(containers=[client.V1Container(name="kserve-container", image="kserve")]),
+        )
+        match = client.V1LabelSelector(match_labels=selector)
+        spec = client.V1DeploymentSpec(replicas=1, selector=match, template=template)
+        try:
+            current = self.apps.read_namespaced_deployment(name, self.namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            current = self.apps.create_namespaced_deployment(
+                self.namespace, client.V1Deployment(metadata=client.V1ObjectMeta(name=name), spec=spec)
+            )
+        else:
+            current.spec = spec
+            current.status = None
+            current = self.apps.replace_namespaced_deployment(name, self.namespace, current)
+        one = {"replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}
+        status = {"status": {"observedGeneration": current.metadata.generation, **one}}
+        self.apps.patch_namespaced_deployment_status(name, self.namespace, status)
 
 
 class ControllerThread:

@@ -42,6 +42,7 @@ IMAGE = "registry.example/hybridml-predictor:1"
 STORAGE = _storage_container()["metadata"]["name"]
 STORAGE_ANNOTATION = "internal.serving.kserve.io/storage-container-name"
 ISVC_LABEL = "serving.kserve.io/inferenceservice"
+SOURCE_URI = "internal.serving.kserve.io/storage-initializer-sourceuri"
 
 
 def eventually(probe: Callable[[], Any], timeout: float = 30.0) -> Any:
@@ -278,6 +279,35 @@ def test_a_canary_splits_traffic_then_promote_and_rollback_through_kserve(cluste
     assert (rolled.stable_version, rolled.canary_version, rolled.ready) == ("2", None, True)
     assert canaries(cluster, "churn-ab") == []
     eventually(lambda: versions(cluster, "churn-ab") == {"churn-ab-predictor": "2"})
+
+
+def test_a_new_stable_version_after_a_rolled_back_canary_returns_once_kserve_serves_it(cluster: Cluster) -> None:
+    """deploy 1, canary 2 at 20 %, rollback, deploy 3: the target returns only once the Deployment serves 3.
+
+    KServe's ``status.observedGeneration`` is the stable Deployment's, so it cannot say whether the status is for
+    the new spec; with no canary on either side the canary statuses agree with the spec before KServe has seen
+    it, and the status from before deploy 3 reads Ready. The target also waits for ``NAME-predictor`` to serve 3.
+    """
+    cluster.target.deploy(ref("1", "churn-gap"))
+    cluster.target.deploy(ref("2", "churn-gap"), 20)
+    cluster.target.rollback("churn-gap")
+    # The status deploy 3 is applied over: Ready, no canary statuses (as spec.canary will be).
+    before = cluster.isvc("churn-gap")["status"]
+    assert ({c["type"]: c["status"] for c in before["conditions"]}["Ready"], canaries(cluster, "churn-gap")) == (
+        "True",
+        [],
+    )
+
+    deployed = cluster.target.deploy(ref("3", "churn-gap"))
+
+    assert (deployed.stable_version, deployed.canary_version, deployed.ready) == ("3", None, True)
+    assert deployed.detail == "stable 3 (Standard mode)"
+    stable = cluster.apps.read_namespaced_deployment("churn-gap-predictor", cluster.ns)
+    template = stable.spec.template.metadata
+    assert template.labels[render.LABEL_VERSION] == "3"
+    assert template.annotations[SOURCE_URI] == "s3://models/churn-gap/3"
+    assert stable.status.observed_generation == stable.metadata.generation
+    assert stable.status.replicas == stable.status.updated_replicas == stable.status.available_replicas == 1
 
 
 def test_delete_removes_the_inference_service_and_kubernetes_collects_what_kserve_made(cluster: Cluster) -> None:

@@ -38,7 +38,7 @@ kubernetes = pytest.importorskip("kubernetes")
 from kubernetes import client  # noqa: E402
 from kubernetes.client.exceptions import ApiException  # noqa: E402
 
-from tests.integration.k8s.kserve_bed import Controller, kserve_namespace, make_namespace  # noqa: E402
+from tests.integration.k8s.kserve_bed import SOURCE_URI, Controller, kserve_namespace, make_namespace  # noqa: E402
 from tests.integration.sagemaker.conftest import registry_home, sm_bundles  # noqa: E402, F401 - the CLI test's registry
 
 RBAC = Path(render.__file__).with_name("rbac.yaml")
@@ -257,6 +257,55 @@ def test_a_failed_canary_shows_its_live_traffic_share(bed: Bed) -> None:
     current = bed.target.status("churn")
     assert (current.canary_version, current.canary_percent, current.ready) == ("2", 0, False)
     assert current.detail == "canary '2' not ready: model FailedToLoad"
+
+
+def test_standard_mode_is_ready_only_once_the_stable_predictor_deployment_serves_the_stable_version(bed: Bed) -> None:
+    """KServe's status can read Ready for the spec before a change; the stable Deployment's rollout decides."""
+    bed.target.deploy(ref("1"))
+    apps = client.AppsV1Api(bed.plane.api_client())
+    where = f"Deployment {bed.ns}/churn-predictor"
+    bed.target._apply("inferenceservices", rendered(bed, "Standard", "2"))  # applied, not waited for
+    generation = bed.stored()["metadata"]["generation"]
+    # The status from before the change, stamped with the new generation (KServe copies the Deployment's).
+    bed.custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, bed.ns, PLURAL, "churn", {"status": {"observedGeneration": generation}}
+    )
+    current = bed.target.status("churn")
+    assert (current.stable_version, current.ready) == ("2", False)
+    assert current.detail == (
+        f"{where} serves version '1' (s3://models/churn/1), not stable '2' (s3://models/churn/2) yet"
+    )
+
+    bed.controller.sleep(0)  # KServe updates the Deployment; it rolls out
+    assert (bed.target.status("churn").ready, bed.target.status("churn").detail) == (True, "stable 2 (Standard mode)")
+
+    def deployment_status(**fields: int) -> None:
+        apps.patch_namespaced_deployment_status("churn-predictor", bed.ns, {"status": fields})
+
+    deployment_status(availableReplicas=0)
+    assert bed.target.status("churn").detail == f"{where} rolling out: 1 updated, 0 available, 1 in all, of 1 replicas"
+    deployment_status(availableReplicas=1, updatedReplicas=0)
+    assert bed.target.status("churn").detail == f"{where} rolling out: 0 updated, 1 available, 1 in all, of 1 replicas"
+    deployment_status(updatedReplicas=1, replicas=2)  # an old pod still running beside the new one
+    assert bed.target.status("churn").detail == f"{where} rolling out: 1 updated, 1 available, 2 in all, of 1 replicas"
+    deployment_status(replicas=1)
+    assert bed.target.status("churn").ready
+    stored = apps.read_namespaced_deployment("churn-predictor", bed.ns).metadata.generation
+    deployment_status(observedGeneration=stored - 1)
+    assert bed.target.status("churn").detail == (
+        f"{where}: generation {stored} not observed yet (observed {stored - 1})"
+    )
+    # The same version from another storageUri is not what the InferenceService asks for.
+    body = {"spec": {"template": {"metadata": {"annotations": {SOURCE_URI: "s3://models/churn/other"}}}}}
+    apps.patch_namespaced_deployment("churn-predictor", bed.ns, body)
+    assert bed.target.status("churn").detail == (
+        f"{where} serves version '2' (s3://models/churn/other), not stable '2' (s3://models/churn/2) yet"
+    )
+    apps.delete_namespaced_deployment("churn-predictor", bed.ns)
+    assert bed.target.status("churn").detail == f"no {where} yet"
+    assert bed.target.list()[0].ready is False
+    bed.controller.sleep(0)
+    assert bed.target.status("churn").ready
 
 
 # --- mode detection -----------------------------------------------------------------------------------------------

@@ -250,6 +250,7 @@ def test_rbac_is_namespaced_least_privilege(rendered: dict[str, Path]) -> None:
                 "resources": ["inferencegraphs"],
                 "verbs": ["get", "create", "patch", "delete"],
             },
+            {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]},
         ], name
         assert {verb for rule in roles["hybridml-pipeline-runner"] for verb in rule["verbs"]} == {
             "get",
@@ -277,6 +278,8 @@ ACCESS = [
         for verb in ("get", "create", "patch", "delete")
     ),
     ("hybridml-deployer", "list", "serving.kserve.io", "inferencegraphs", "", False),
+    ("hybridml-deployer", "get", "apps", "deployments", "", True),
+    *(("hybridml-deployer", verb, "apps", "deployments", "", False) for verb in ("list", "watch", "patch")),
     ("hybridml-deployer", "create", "", "pods/exec", "", False),
     *(("hybridml-pipeline-runner", verb, "", "pods", "", True) for verb in ("get", "watch", "patch")),
     ("hybridml-pipeline-runner", "list", "", "pods", "", False),

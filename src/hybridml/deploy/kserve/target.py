@@ -40,6 +40,10 @@ from hybridml.errors import (
 GROUP, VERSION, PLURAL = render.GROUP, "v1beta1", "inferenceservices"
 RUNTIMES = "servingruntimes"
 KSERVE_CONFIGMAP = "inferenceservice-config"
+# Standard mode: KServe's Deployment of the stable predictor, and the pod template annotation where KServe puts the
+# predictor's storageUri (its storage initializer reads it).
+PREDICTOR_SUFFIX = "-predictor"
+SOURCE_URI = "internal.serving.kserve.io/storage-initializer-sourceuri"
 SELECTOR = f"{render.MANAGED_BY[0]}={render.MANAGED_BY[1]}"
 # What is worth retrying is what the status code says (the server or a proxy in front of it was busy or
 # down), never the message. A 500 on apply is not retried: server-side apply reports a patch that does not
@@ -102,6 +106,8 @@ class KServeTarget(DeployTarget):
       new object deleted) and NotReadyError says what is left in the cluster.
     * Ready means: KServe observed the current generation, the ``Ready`` condition is True, the canary is ready
       (``canaryStatuses`` in Standard mode, the latest revision in Serverless mode) and no model failed to load.
+      In Standard mode the stable predictor's Deployment (``NAME-predictor``) must also have rolled out the
+      stable version: its pod template carries that version and ``storageUri``, and its rollout is complete.
     * API errors: 403 is a PermissionDeniedError naming the verb and resource, except an admission webhook's
       denial (KServe's validator: ``admission webhook "..." denied the request: REASON``), which is an
       InvalidInputError like 422; 409 a ConflictError; 429 and 5xx are retried with exponential backoff
@@ -132,6 +138,7 @@ class KServeTarget(DeployTarget):
         self.api_client = api_client if api_client is not None else load_api_client(config)
         self._custom = client.CustomObjectsApi(self.api_client)
         self._core = client.CoreV1Api(self.api_client)
+        self._apps = client.AppsV1Api(self.api_client)
 
     # ----- the contract -----
 
@@ -361,6 +368,10 @@ class KServeTarget(DeployTarget):
                 percent = live_percent  # what the data plane does now (0 once a failed canary fell back)
             if not canary_ready:
                 problems.append(f"canary {live.canary.version!r} not ready: {why}")
+        if not problems and live.mode == render.STANDARD:
+            rollout = self._rollout(live)
+            if rollout:
+                problems.append(rollout)
         detail = "; ".join(problems) or (
             f"stable {live.stable.version}"
             + (f", canary {live.canary.version} at {percent}%" if live.canary else "")
@@ -376,6 +387,46 @@ class KServeTarget(DeployTarget):
             ready=not problems,
             detail=detail,
         )
+
+    def _rollout(self, live: _Live) -> str | None:
+        """Standard mode: why KServe's stable predictor Deployment does not serve ``live.stable`` yet (None: it does).
+
+        The InferenceService's status cannot tell alone: KServe v0.20 copies that Deployment's
+        ``observedGeneration`` into it (see :meth:`_canaries_caught_up`), so a status written before a new stable
+        version was applied can still read as Ready. The Deployment's pod template must carry the stable version
+        (label) and ``storageUri`` (KServe's storage-initializer annotation), and its rollout must be complete:
+        the Deployment controller observed its generation, and every replica is updated and available.
+        """
+        name = live.obj["metadata"]["name"] + PREDICTOR_SUFFIX
+        where = f"Deployment {self._ns}/{name}"
+        try:
+            raw = self._call(
+                "get", "deployments", self._apps.read_namespaced_deployment, name, self._ns, _preload_content=False
+            )
+        except NotFoundError:
+            return f"no {where} yet"
+        deployment = json.loads(raw.data)
+        template = deployment.get("spec", {}).get("template", {}).get("metadata") or {}
+        version = (template.get("labels") or {}).get(render.LABEL_VERSION)
+        uri = (template.get("annotations") or {}).get(SOURCE_URI)
+        if (version, uri) != (live.stable.version, live.stable.storage_uri):
+            return (
+                f"{where} serves version {version!r} ({uri}), not stable {live.stable.version!r}"
+                f" ({live.stable.storage_uri}) yet"
+            )
+        generation = deployment["metadata"].get("generation")
+        status = deployment.get("status") or {}
+        observed = status.get("observedGeneration")
+        if observed is None or generation is None or observed < generation:
+            return f"{where}: generation {generation} not observed yet (observed {observed})"
+        wanted = deployment.get("spec", {}).get("replicas", 1)
+        counts = [int(status.get(key) or 0) for key in ("replicas", "updatedReplicas", "availableReplicas")]
+        if counts != [wanted] * 3:
+            return (
+                f"{where} rolling out: {counts[1]} updated, {counts[2]} available, {counts[0]} in all,"
+                f" of {wanted} replicas"
+            )
+        return None
 
     @staticmethod
     def _canaries_caught_up(live: _Live, status: dict[str, Any]) -> bool:
