@@ -18,7 +18,11 @@ from hybridml.deploy.kserve import render
 from hybridml.deploy.kserve.render import Served
 from hybridml.errors import InvalidInputError
 
-CRDS = Path(__file__).resolve().parents[3] / "shared" / "crds" / "kserve"
+# The first shared/crds/kserve above this file: found from the copy of the tests mutmut runs too (build/mutation*).
+CRDS = next(
+    (p / "shared" / "crds" / "kserve" for p in Path(__file__).resolve().parents if (p / "shared" / "crds").is_dir()),
+    Path(__file__).resolve().parents[3] / "shared" / "crds" / "kserve",
+)
 SCHEMA = FeatureSchema(
     "label",
     ("no", "yes"),
