@@ -39,7 +39,8 @@ class FakeRegistry:
         return self._info(int(version))
 
     def _info(self, version: int) -> Any:
-        return SimpleNamespace(name=NAME, version=version, source=self.bundles[version].as_uri())
+        # The fields of VersionInfo that serving reads (a version with no pipeline run behind it).
+        return SimpleNamespace(name=NAME, version=version, source=self.bundles[version].as_uri(), pipeline_run_id=None)
 
 
 @pytest.fixture(scope="module")
