@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,10 +28,14 @@ def _environment_restored() -> Iterator[None]:
     Without this, a later test that starts the real `hybridml` inherits another test's home and starts a
     background process for it that outlives the run.
     """
-    saved = dict(os.environ)
+    saved, executable = dict(os.environ), sys.executable
     yield
     os.environ.clear()
     os.environ.update(saved)
+    # A local run points sys.executable at its step launcher while it runs; one left behind made every later
+    # test start its servers next to a deleted launcher. Put it back, and fail the test that left it.
+    leaked, sys.executable = sys.executable, executable
+    assert leaked == executable, f"the test left sys.executable at {leaked} (was {executable})"
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -274,14 +274,18 @@ def run_in_pods(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, 
         warnings.catch_warnings(),
         warm_executable(tmp_path / "zygote", True) as launcher,
     ):
-        monkeypatch.setattr(
-            sys, "executable", str(pod_executable(tmp_path / "pod", launcher or sys.executable, homes, env))
-        )
+        # Set and put back by hand, not with monkeypatch: warm_executable has already replaced sys.executable and
+        # restores it on exit, so monkeypatch would "restore" the zygote's launcher after the test, for every test
+        # after it (which then start their servers next to a deleted path).
+        zygote_python = sys.executable
+        sys.executable = str(pod_executable(tmp_path / "pod", launcher or sys.executable, homes, env))
         warnings.filterwarnings("ignore", module=r"kfp\.local\..*")
         try:
             summary = json.loads(training_pipeline(**arguments).output)
         except RuntimeError as exc:
             error = str(exc)
+        finally:
+            sys.executable = zygote_python
     text = re.sub(r"\x1b\[[0-9;]*m", "", (tmp_path / "pipeline.log").read_text())  # kfp.local colours names
     started = re.findall(r"Executing task '([^']+)'", text)
     return PodRun(summary, read_events(events), sorted(homes.iterdir()), error, started)
@@ -390,10 +394,17 @@ def test_on_the_cluster_services_the_run_registers_approves_and_applies_one_infe
     ]
 
 
+_STORAGES: dict[str, Any] = {}
+
+
 def _study(stack: Stack, name: str) -> Any:
+    """The study as stored now, through one storage per database: a storage per call (an engine and its pool each)
+    polled every 50 ms ran PostgreSQL out of connections ("too many clients already") on a loaded machine."""
     import optuna
 
-    return optuna.load_study(study_name=name, storage=stack.optuna_uri)
+    if stack.optuna_uri not in _STORAGES:
+        _STORAGES[stack.optuna_uri] = optuna.storages.RDBStorage(stack.optuna_uri)
+    return optuna.load_study(study_name=name, storage=_STORAGES[stack.optuna_uri])
 
 
 def test_below_the_threshold_the_hpo_branch_runs_its_workers_on_the_postgresql_study(
