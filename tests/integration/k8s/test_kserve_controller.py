@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -26,6 +24,7 @@ from hybridml.deploy.kserve.target import KServeTarget
 from hybridml.errors import InvalidInputError
 from tests.integration.k8s.conftest import make_namespace
 from tests.integration.k8s.kserve_controller import _storage_container
+from tests.integration.k8s.test_controller_manager import eventually
 
 if TYPE_CHECKING:
     from tests.integration.k8s.conftest import ControlPlane
@@ -43,17 +42,6 @@ STORAGE = _storage_container()["metadata"]["name"]
 STORAGE_ANNOTATION = "internal.serving.kserve.io/storage-container-name"
 ISVC_LABEL = "serving.kserve.io/inferenceservice"
 SOURCE_URI = "internal.serving.kserve.io/storage-initializer-sourceuri"
-
-
-def eventually(probe: Callable[[], Any], timeout: float = 30.0) -> Any:
-    """``probe()``'s first truthy answer; fails after ``timeout`` seconds (a bound, not a measured time)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        answer = probe()
-        if answer:
-            return answer
-        time.sleep(0.2)
-    pytest.fail(f"no answer from {probe.__name__} within {timeout}s")
 
 
 class Cluster:
