@@ -30,31 +30,25 @@ COMPILED = Path(__file__).with_name("hybridml_training.yaml")
 # one the chart's and manifests' NetworkPolicy admits to the predictors' control port (helm values
 # networkPolicy.deployerPodLabels); the Secrets are optional: a pod starts without them (docs/kserve.md).
 DEPLOYER_LABEL = ("hybridml.dev/role", "deployer")
+# Secret name -> {key in the Secret: environment variable of the step}.
 MLFLOW_SECRET = "hybridml-mlflow-credentials"  # noqa: S105 - a Secret's name
-MLFLOW_SECRET_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+MLFLOW_ENV = {k: k for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")}
 AWS_SECRET = "hybridml-aws-credentials"  # noqa: S105 - a Secret's name
-AWS_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+AWS_ENV = {k: k for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")}
+# The Optuna database's password, for the HPO steps' pods (the chart's Secret; user and database: optuna). Given as
+# PGPASSWORD, which libpq reads, so hpo_storage holds no password: postgresql+psycopg2://optuna@HOST:5432/optuna.
+OPTUNA_CREDENTIALS = "hybridml-postgresql"
+OPTUNA_ENV = {"password": "PGPASSWORD"}
 
 
-def _secret_env(task: dsl.PipelineTask, secret: str, keys: tuple[str, ...]) -> None:
-    # Each key becomes the env variable of the same name; optional: absent Secret or key, no variable.
-    kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env={k: k for k in keys}, optional=True)
+def _secret_env(task: dsl.PipelineTask, secret: str, key_to_env: dict[str, str]) -> None:
+    # Optional: with the Secret or a key absent, the pod starts without that variable.
+    kubernetes.use_secret_as_env(task, secret_name=secret, secret_key_to_env=key_to_env, optional=True)
 
 
 def _deployer(task: dsl.PipelineTask) -> dsl.PipelineTask:
     """A step that talks to a deploy target: labelled as the deployer (the control port admits it)."""
     return kubernetes.add_pod_label(task, *DEPLOYER_LABEL)
-
-
-# The Optuna database's password, for the HPO steps' pods (the chart's Secret; user and database: optuna). Given as
-# PGPASSWORD, which libpq reads, so hpo_storage holds no password: postgresql+psycopg2://optuna@HOST:5432/optuna.
-OPTUNA_CREDENTIALS = "hybridml-postgresql"
-
-
-def _optuna_password(task: dsl.PipelineTask) -> dsl.PipelineTask:
-    return kubernetes.use_secret_as_env(
-        task, secret_name=OPTUNA_CREDENTIALS, secret_key_to_env={"password": "PGPASSWORD"}, optional=True
-    )
 
 
 def _no_cache(task: dsl.PipelineTask) -> dsl.PipelineTask:
@@ -226,7 +220,7 @@ def make_pipeline(cache_preprocess: bool = False) -> Any:
                 hpo_best(workers=plan.output, trials_run=dsl.Collected(worker.output), **tracked)
             ).set_display_name("hpo")
             for hpo_task in (plan, worker, search):
-                _optuna_password(hpo_task)
+                _secret_env(hpo_task, OPTUNA_CREDENTIALS, OPTUNA_ENV)
             tuned = register_version(*fit_and_score(search.outputs["best_params_json"], "train best"), "hpo")
 
         version = dsl.OneOf(direct.outputs["model_version"], tuned.outputs["model_version"])
@@ -307,14 +301,14 @@ def make_pipeline(cache_preprocess: bool = False) -> Any:
                     ).set_display_name("sagemaker bridge")
                 )
                 # Static keys where IRSA (the ServiceAccount's role annotation) is not used.
-                _secret_env(mirror, AWS_SECRET, AWS_SECRET_KEYS)
+                _secret_env(mirror, AWS_SECRET, AWS_ENV)
         with dsl.Else(name="not-approved"):
             held = _no_cache(summary(endpoint="", predictions_json="")).set_display_name("summary")
         # Every step that reads or writes MLflow (it takes tracking_uri) gets the optional tracking credentials,
         # those of either branch included: one rule, so a step added later cannot miss them.
         for task in dsl.pipeline_context.Pipeline.get_default_pipeline().tasks.values():
             if "tracking_uri" in (task.component_spec.inputs or {}):
-                _secret_env(task, MLFLOW_SECRET, MLFLOW_SECRET_KEYS)
+                _secret_env(task, MLFLOW_SECRET, MLFLOW_ENV)
         return dsl.OneOf(served.output, held.output)
 
     return training_pipeline
