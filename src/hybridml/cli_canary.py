@@ -307,10 +307,9 @@ def ab_start(
     from dataclasses import asdict
 
     from hybridml.cli import _emit, _errors, _model_ref, _registry, _state
-    from hybridml.core.approval import APPROVED
+    from hybridml.core.approval import check_approved
     from hybridml.deploy import mlflow_fetch
     from hybridml.deploy.kserve import graph as ab_graph
-    from hybridml.errors import ConflictError
 
     with _errors(ctx):
         fetch = mlflow_fetch(_state(ctx).settings.tracking_uri)
@@ -321,10 +320,7 @@ def ab_start(
         refs = []
         for ref in (a, b):
             info = registry.resolve(ref)
-            if info.status != APPROVED:
-                raise ConflictError(
-                    f"{info.name} version {info.version} is {info.status}, only Approved versions are deployed"
-                )
+            check_approved(info.name, info.version, info.status)
             refs.append(_model_ref(registry, f"{info.name}/{info.version}", fetch))
         started = ab_graph.start(deployed, name, refs[0], refs[1], split)
         weights = " / ".join(f"{v.label.upper()} {v.model}/{v.version} {v.weight}%" for v in started.variants)

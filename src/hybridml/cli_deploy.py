@@ -48,9 +48,9 @@ def deploy(
     either: the previous deployment keeps serving.
     """
     from hybridml.cli import _emit, _errors, _model_ref, _registry, _state, _target
-    from hybridml.core.approval import APPROVED
+    from hybridml.core.approval import check_approved
     from hybridml.deploy import check_traffic_percent, mlflow_fetch
-    from hybridml.errors import ConflictError, InvalidInputError, NotFoundError
+    from hybridml.errors import InvalidInputError, NotFoundError
 
     with _errors(ctx):
         percent = 100 if canary is None else check_traffic_percent(canary)
@@ -65,10 +65,7 @@ def deploy(
         deployer = _target(ctx, target, deploy_config, fetch=fetch, **flags, **{timeout_key: timeout})
         registry = _registry(ctx)
         info = registry.resolve(model)
-        if info.status != APPROVED:
-            raise ConflictError(
-                f"{info.name} version {info.version} is {info.status}, only Approved versions are deployed"
-            )
+        check_approved(info.name, info.version, info.status)
         ref = _model_ref(registry, f"{info.name}/{info.version}", fetch)
         endpoint = getattr(deployer.config, "endpoint_name", None) or ref.name
         try:

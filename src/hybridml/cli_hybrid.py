@@ -38,7 +38,7 @@ def rollout(
     history. Prints the outcome; a rollout rolled back exits with code 4 and says why.
     """
     from hybridml.cli import _emit, _errors, _model_ref, _registry, _state, _target
-    from hybridml.core.approval import APPROVED
+    from hybridml.core.approval import check_approved
     from hybridml.core.data import load_table
     from hybridml.deploy import mlflow_fetch
     from hybridml.deploy.hybrid import HybridRollout, Side
@@ -49,10 +49,7 @@ def rollout(
             raise InvalidInputError(f"--target and --with name the same target {target!r}: a rollout needs two")
         registry = _registry(ctx)
         info = registry.resolve(model)
-        if info.status != APPROVED:
-            raise ConflictError(
-                f"{info.name} version {info.version} is {info.status}, only Approved versions are rolled out"
-            )
+        check_approved(info.name, info.version, info.status, "are rolled out")
         fetch = mlflow_fetch(_state(ctx).settings.tracking_uri)
         ref = _model_ref(registry, f"{info.name}/{info.version}", fetch)
         frame = load_table(rows)

@@ -26,6 +26,7 @@ from hybridml.core.approval import (
     Decision,
     auto_decision,
     check_alias,
+    check_approved,
     check_status,
     check_threshold,
     decide,
@@ -194,6 +195,15 @@ def test_champion_alias_only_on_approved() -> None:
         ):
             check_alias(CHAMPION, 4, status)
         check_alias("challenger", 4, status)  # other aliases are free
+
+
+def test_only_approved_versions_leave_the_registry_for_a_target() -> None:
+    check_approved("churn", 3, APPROVED)
+    for status in (PENDING, REJECTED, "approved"):  # the status is compared exactly, case included
+        with pytest.raises(ConflictError, match=f"^churn version 3 is {status}, only Approved versions are deployed$"):
+            check_approved("churn", 3, status)
+    with pytest.raises(ConflictError, match=r"^churn version 3 is Rejected, only Approved versions go to SageMaker$"):
+        check_approved("churn", "3", REJECTED, "go to SageMaker")
 
 
 # ------------------------------------------------------------------------------------- wait_until_ready budget

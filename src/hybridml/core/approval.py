@@ -148,3 +148,13 @@ def check_alias(alias: str, version: int, status: str) -> None:
     """
     if alias == CHAMPION and status != APPROVED:
         raise ConflictError(f"version {version} is {status}; only an Approved version can be the {CHAMPION}")
+
+
+def check_approved(name: str, version: int | str, status: str, action: str = "are deployed") -> None:
+    """Refuse a version that is not Approved: only Approved versions leave the registry for a target.
+
+    Raises:
+        ConflictError: naming the version, its status and ``action`` (what only Approved versions do).
+    """
+    if status != APPROVED:
+        raise ConflictError(f"{name} version {version} is {status}, only Approved versions {action}")

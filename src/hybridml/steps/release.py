@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from hybridml.config import Settings
 from hybridml.core import approval
-from hybridml.errors import ConflictError, InvalidInputError
+from hybridml.errors import InvalidInputError
 from hybridml.steps.runtime import code_version
 
 if TYPE_CHECKING:
@@ -146,9 +146,8 @@ def deploy(
 
     registry = _registry(tracking_uri, user="deployer")
     info = registry.get_version(model_name, version)
-    if info.status != approval.APPROVED:
-        # The graph only reaches deploy for Approved versions; this guards manual and retried calls too.
-        raise ConflictError(f"{model_name} version {version} is {info.status}, only Approved versions are deployed")
+    # The graph only reaches deploy for Approved versions; this guards manual and retried calls too.
+    approval.check_approved(model_name, version, info.status)
     fetch = mlflow_fetch(tracking_uri)
     source = info.source or f"models:/{info.name}/{info.version}"
     ref = model_ref(info.name, info.version, source, fetch, pipeline_run_id=info.pipeline_run_id or "")
@@ -345,8 +344,7 @@ def sagemaker_bridge(
     started = time.monotonic()
     registry = _registry(tracking_uri, user="sagemaker-bridge")
     info = registry.get_version(model_name, version)
-    if info.status != approval.APPROVED:
-        raise ConflictError(f"{model_name} version {version} is {info.status}, only Approved versions go to SageMaker")
+    approval.check_approved(model_name, version, info.status, "go to SageMaker")
     fetch = mlflow_fetch(tracking_uri)
     target = make_target(config, fetch=fetch)  # its clients (the standard AWS chain) serve the mirror too
     mirrored = SageMakerMirror(registry, target.clients.sagemaker, max_attempts=config.max_attempts).push(
