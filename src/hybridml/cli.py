@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from hybridml.cli_options import ContextOption, DeployConfigOption, KubeconfigOption, NamespaceOption
 from hybridml.config import Settings
 from hybridml.errors import HybridmlError, InvalidInputError
 
@@ -94,16 +95,6 @@ TargetOption = Annotated[
     str | None,
     typer.Option("--target", help="Deploy target: local, kserve or sagemaker; default: local."),
 ]
-DeployConfigOption = Annotated[
-    Path | None, typer.Option("--deploy-config", help="The target's options as a JSON or YAML file.")
-]
-NamespaceOption = Annotated[
-    str | None, typer.Option("--namespace", help="kserve: namespace of the InferenceServices (default: default).")
-]
-KubeconfigOption = Annotated[
-    str | None, typer.Option("--kubeconfig", help="kserve: kubeconfig file (default: in-cluster, else KUBECONFIG).")
-]
-ContextOption = Annotated[str | None, typer.Option("--context", help="kserve: kubeconfig context.")]
 CLUSTER_FLAGS = ("namespace", "kubeconfig", "context")
 
 

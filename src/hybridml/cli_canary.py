@@ -8,14 +8,13 @@ from typing import Annotated, Any
 
 import typer
 
+from hybridml.cli_options import ContextOption, DeployConfigOption, KubeconfigOption
+
 canary_app = typer.Typer(no_args_is_help=True, help="Canary analysis: analyze (one decision), watch (until decided).")
 ab_app = typer.Typer(no_args_is_help=True, help="A/B tests between two variants: start, stop (kserve), report.")
 
 EndpointOption = Annotated[str, typer.Option("--endpoint", help="Deployment (and registered model) name.")]
 TargetOption = Annotated[str | None, typer.Option("--target", help="Deploy target (default: local).")]
-DeployConfigOption = Annotated[
-    Path | None, typer.Option("--deploy-config", help="The target's options as a JSON or YAML file.")
-]
 PayloadOption = Annotated[
     Path | None, typer.Option("--payload-log", help="Payload log (default: the local endpoint's own).")
 ]
@@ -254,6 +253,7 @@ AbTargetOption = Annotated[
     str | None, typer.Option("--target", help="Deploy target: kserve (default; the only one with A/B graphs).")
 ]
 GraphOption = Annotated[str, typer.Option("--name", help="InferenceGraph name (the A/B test's endpoint).")]
+GraphNamespaceOption = Annotated[str | None, typer.Option("--namespace", help="Namespace of the graph and services.")]
 
 
 def _graph_target(ctx: typer.Context, target: str | None, deploy_config: Path | None, **flags: Any) -> Any:
@@ -294,9 +294,9 @@ def ab_start(
     split: Annotated[int, typer.Option("--split", help="B's share of requests, 1-99 (A gets the rest).")] = 50,
     target: AbTargetOption = None,
     deploy_config: DeployConfigOption = None,
-    namespace: Annotated[str | None, typer.Option("--namespace", help="Namespace of the graph and services.")] = None,
-    kubeconfig: Annotated[str | None, typer.Option("--kubeconfig", help="kubeconfig file.")] = None,
-    context: Annotated[str | None, typer.Option("--context", help="kubeconfig context.")] = None,
+    namespace: GraphNamespaceOption = None,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Split requests between two versions with an InferenceGraph; deploys (or reuses) their InferenceServices.
@@ -334,9 +334,9 @@ def ab_stop(
     name: GraphOption,
     target: AbTargetOption = None,
     deploy_config: DeployConfigOption = None,
-    namespace: Annotated[str | None, typer.Option("--namespace", help="Namespace of the graph and services.")] = None,
-    kubeconfig: Annotated[str | None, typer.Option("--kubeconfig", help="kubeconfig file.")] = None,
-    context: Annotated[str | None, typer.Option("--context", help="kubeconfig context.")] = None,
+    namespace: GraphNamespaceOption = None,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Delete the InferenceGraph, and the services `ab start` created if they still serve that version alone.

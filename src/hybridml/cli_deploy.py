@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from hybridml.cli_options import ContextOption, DeployConfigOption, KubeconfigOption, NamespaceOption
 
 
 def deploy(
@@ -30,16 +31,10 @@ def deploy(
     timeout: Annotated[
         float | None, typer.Option("--timeout", help="Seconds the endpoint may take to be ready (target default).")
     ] = None,
-    deploy_config: Annotated[
-        Path | None, typer.Option("--deploy-config", help="The target's options as a JSON or YAML file.")
-    ] = None,
-    namespace: Annotated[
-        str | None, typer.Option("--namespace", help="kserve: namespace of the InferenceService (default: default).")
-    ] = None,
-    kubeconfig: Annotated[
-        str | None, typer.Option("--kubeconfig", help="kserve: kubeconfig file (default: in-cluster, else KUBECONFIG).")
-    ] = None,
-    context: Annotated[str | None, typer.Option("--context", help="kserve: kubeconfig context.")] = None,
+    deploy_config: DeployConfigOption = None,
+    namespace: NamespaceOption = None,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Deploy an Approved registered version to a target and record it in the version's history.
