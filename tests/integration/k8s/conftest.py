@@ -282,14 +282,20 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(timeout=5)
 
 
-def _kubeconfig(path: Path, server: str, ca_file: Path, users: dict[str, str]) -> None:
+def write_kubeconfig(
+    path: Path, server: str, ca_file: Path | None, users: dict[str, str], namespace: str | None = None
+) -> None:
+    """A kubeconfig with one context per token user (named after it; the first is current), mode 0600."""
+    context: dict[str, str] = {"cluster": "test"}
+    if namespace is not None:
+        context["namespace"] = namespace
     config = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "test", "cluster": {"server": server, "certificate-authority": str(ca_file)}}],
         "users": [{"name": name, "user": {"token": token}} for name, token in users.items()],
-        "contexts": [{"name": name, "context": {"cluster": "test", "user": name}} for name in users],
-        "current-context": "admin",
+        "contexts": [{"name": name, "context": {**context, "user": name}} for name in users],
+        "current-context": next(iter(users)),
     }
     path.write_text(yaml.safe_dump(config))
     path.chmod(0o600)
@@ -486,7 +492,7 @@ def start_control_plane(binaries: Path, work: Path) -> Iterator[ControlPlane]:
             api_log,
         )
         kubeconfig = work / "kubeconfig"
-        _kubeconfig(kubeconfig, server, ca_file, {"admin": admin_token, "deployer": deployer_token})
+        write_kubeconfig(kubeconfig, server, ca_file, {"admin": admin_token, "deployer": deployer_token})
         plane = ControlPlane(server, ca_file, kubeconfig, admin_token, deployer_token, work)
         install_crds(plane, crds.result())
         yield plane

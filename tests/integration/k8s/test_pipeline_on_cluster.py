@@ -55,6 +55,7 @@ kubernetes = pytest.importorskip("kubernetes")
 from kubernetes import client  # noqa: E402
 from kubernetes.client.exceptions import ApiException  # noqa: E402
 
+from tests.integration.k8s.conftest import write_kubeconfig  # noqa: E402
 from tests.integration.k8s.kserve_bed import (  # noqa: E402
     GROUP,
     PLURAL,
@@ -211,26 +212,7 @@ def cluster(control_plane: ControlPlane, stack: Stack, tmp_path_factory: pytest.
     token = core.create_namespaced_service_account_token(RUNNER, ns, request).status.token
     work = tmp_path_factory.mktemp("cluster")
     kubeconfig = work / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "test",
-                        "cluster": {
-                            "server": control_plane.server,
-                            "certificate-authority": str(control_plane.ca_file),
-                        },
-                    }
-                ],
-                "users": [{"name": RUNNER, "user": {"token": token}}],
-                "contexts": [{"name": "pod", "context": {"cluster": "test", "user": RUNNER, "namespace": ns}}],
-                "current-context": "pod",
-            }
-        )
-    )
+    write_kubeconfig(kubeconfig, control_plane.server, control_plane.ca_file, {RUNNER: token}, namespace=ns)
     controller = ServingController(control_plane, ns, stack.tracking_uri, work)
     thread = ControllerThread(controller)
     try:
