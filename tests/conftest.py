@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -19,6 +20,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         parts = item.path.relative_to(config.rootpath).parts
         if len(parts) > 1 and parts[0] == "tests" and parts[1] in TIERS:
             item.add_marker(getattr(pytest.mark, parts[1]))
+    # The tests on the Kubernetes control plane run last: `make test` builds its Go tools in the background
+    # meanwhile, and on a cold machine that build is the longest part of the run.
+    items.sort(key=needs_control_plane)
+
+
+def needs_control_plane(item: pytest.Item) -> bool:
+    """Whether the test uses the Kubernetes control plane (its fixture, or the marker where it asks at run time)."""
+    return "control_plane" in getattr(item, "fixturenames", ()) or item.get_closest_marker("control_plane") is not None
+
+
+def _root_handlers() -> list[logging.Handler]:
+    """The root logger's handlers, less pytest's own (it swaps those around every phase of a test)."""
+    return [h for h in logging.getLogger().handlers if not type(h).__module__.startswith("_pytest")]
 
 
 @pytest.fixture(autouse=True)
@@ -28,13 +42,19 @@ def _environment_restored() -> Iterator[None]:
     Without this, a later test that starts the real `hybridml` inherits another test's home and starts a
     background process for it that outlives the run.
     """
-    saved, executable = dict(os.environ), sys.executable
+    saved, executable, handlers = dict(os.environ), sys.executable, _root_handlers()
     yield
     os.environ.clear()
     os.environ.update(saved)
     # A local run points sys.executable at its step launcher while it runs; one left behind made every later
-    # test start its servers next to a deleted launcher. Put it back, and fail the test that left it.
+    # test start its servers next to a deleted launcher. A handler left on the root logger outlives the stream it
+    # writes to (a run's log file, a CLI runner's buffer): every later record then printed "--- Logging error ---"
+    # into another test's output. Put both back, and fail the test that left them.
     leaked, sys.executable = sys.executable, executable
+    leaked_handlers = [h for h in _root_handlers() if h not in handlers]
+    for handler in leaked_handlers:
+        logging.getLogger().removeHandler(handler)
+    assert not leaked_handlers, f"the test left handlers on the root logger: {leaked_handlers}"
     assert leaked == executable, f"the test left sys.executable at {leaked} (was {executable})"
 
 

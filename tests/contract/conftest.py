@@ -26,7 +26,8 @@ from tests.integration.k8s.conftest import control_plane  # noqa: F401 - the kse
 TARGETS = [
     pytest.param("local", marks=pytest.mark.integration, id="local"),
     pytest.param("sagemaker", marks=pytest.mark.integration, id="sagemaker-moto"),
-    pytest.param("kserve", marks=pytest.mark.integration, id="kserve-apiserver"),
+    # control_plane: it asks for the fixture by name at run time, so the marker says so at collection.
+    pytest.param("kserve", marks=[pytest.mark.integration, pytest.mark.control_plane], id="kserve-apiserver"),
 ]
 # The sagemaker test bed is moto plus two stand-ins (tests/integration/sagemaker/container_bridge.py): moto
 # has no UpdateEndpoint, so the endpoint is recreated on the new config (the state a successful update ends

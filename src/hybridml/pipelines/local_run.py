@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,24 @@ def read_events(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@contextlib.contextmanager
+def root_logging_kept() -> Iterator[None]:
+    """Put the root logger's handlers and level back as they were when the block ends.
+
+    kfp.local runs a ParallelFor's iterations (the HPO workers) in threads, and each task swaps the root logger's
+    handlers for one that prints to stdout and back again, without a lock. Interleaved, one task "restores" another
+    task's handler, which then stays on the root logger pointing at this run's closed log file: every later log
+    record in the process printed "--- Logging error ---" instead.
+    """
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
 
 
 def _progress(events_path: Path, console: Console, done: threading.Event) -> None:
@@ -130,6 +150,7 @@ def run(settings: Settings, arguments: dict[str, Any], *, progress: Console | No
             contextlib.redirect_stdout(log),
             warnings.catch_warnings(),
             warm_executable(run_dir / "zygote", settings.warm_steps),
+            root_logging_kept(),
         ):
             warmup = time.perf_counter() - start  # preloading the step interpreter, once per run
             # kfp.local warns that display names and the cluster image do not apply locally; both are expected.

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import fcntl
 import ipaddress
 import json
 import os
@@ -44,8 +45,11 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.conftest import needs_control_plane
+
 REPO_ROOT = Path(__file__).resolve().parents[3]
 BUILD_SCRIPT = REPO_ROOT / "scripts" / "build_k8s.sh"
+BUILD_LOCK = ".build.lock"  # held by `make go-tools` while it builds (Makefile)
 CRD_ROOT = REPO_ROOT.parent / "shared" / "crds"
 CRD_DIRS = ("kserve", "monitoring")
 # A cold build downloads the Kubernetes module graph and compiles kube-apiserver on whatever cores are free.
@@ -66,6 +70,25 @@ def bin_dir() -> Path:
 
 def _build_env() -> dict[str, str]:
     return {**os.environ, "K8S_BIN": str(bin_dir())}
+
+
+def wait_for_background_build() -> None:
+    """Wait while ``make test``'s background build holds the build lock (``$K8S_BIN/.build.lock``).
+
+    ``make test`` builds the Go tools beside the rest of the suite, under that lock; the tests that need them
+    run last (tests/conftest.py) and wait here for what is left of the build instead of starting a second one.
+    """
+    lock = bin_dir() / BUILD_LOCK
+    if not lock.exists():
+        return
+    with lock.open("rb") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            started = time.monotonic()
+            print(f"\nwaiting for the Go tools' build that holds {lock} (its log: build/go-tools.log)", flush=True)
+            fcntl.flock(handle, fcntl.LOCK_SH)
+            print(f"the build finished after {time.monotonic() - started:.0f}s more", flush=True)
 
 
 def binaries_current() -> bool:
@@ -97,11 +120,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             " processes, so it runs only on the control plane the tests start"
         )
         for item in items:
-            if "control_plane" in getattr(item, "fixturenames", ()) and item.get_closest_marker("any_cluster") is None:
+            if needs_control_plane(item) and item.get_closest_marker("any_cluster") is None:
                 item.add_marker(pytest.mark.skip(reason=reason))
         return
     here = Path(__file__).parent
-    mine = [item for item in items if here in item.path.parents]
+    # The first test to need the control plane may wait for a cold build, whichever folder it is in.
+    mine = [item for item in items if here in item.path.parents or needs_control_plane(item)]
     if mine and not binaries_current():
         for item in mine:
             item.add_marker(pytest.mark.timeout(BUILD_TIMEOUT_S))
@@ -110,6 +134,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def ensure_binaries(config: pytest.Config) -> Path:
     """Build the binaries if needed (printing how long it took), or skip when there is no Go to build them."""
     directory = bin_dir()
+    wait_for_background_build()
     if shutil.which("go") is None:
         if all(os.access(directory / name, os.X_OK) for name in ("etcd", "kube-apiserver")):
             return directory

@@ -42,7 +42,7 @@ import pytest
 import yaml
 
 from hybridml.deploy.kserve import render
-from hybridml.pipelines.local_run import read_events
+from hybridml.pipelines.local_run import read_events, root_logging_kept
 from hybridml.pipelines.zygote import warm_executable
 from hybridml.steps.runtime import RUN_LOG_ENV
 
@@ -255,6 +255,7 @@ def run_in_pods(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, 
         contextlib.redirect_stdout(log),
         warnings.catch_warnings(),
         warm_executable(tmp_path / "zygote", True) as launcher,
+        root_logging_kept(),
     ):
         # Set and put back by hand, not with monkeypatch: warm_executable has already replaced sys.executable and
         # restores it on exit, so monkeypatch would "restore" the zygote's launcher after the test, for every test
