@@ -72,7 +72,7 @@ def _build_env() -> dict[str, str]:
     return {**os.environ, "K8S_BIN": str(bin_dir())}
 
 
-def wait_for_background_build() -> None:
+def wait_for_background_build(config: pytest.Config) -> None:
     """Wait while ``make test``'s background build holds the build lock (``$K8S_BIN/.build.lock``).
 
     ``make test`` builds the Go tools beside the rest of the suite, under that lock; the tests that need them
@@ -86,9 +86,10 @@ def wait_for_background_build() -> None:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             started = time.monotonic()
-            print(f"\nwaiting for the Go tools' build that holds {lock} (its log: build/go-tools.log)", flush=True)
-            fcntl.flock(handle, fcntl.LOCK_SH)
-            print(f"the build finished after {time.monotonic() - started:.0f}s more", flush=True)
+            with config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
+                print(f"\nwaiting for the Go tools' build that holds {lock} (its log: build/go-tools.log)")
+                fcntl.flock(handle, fcntl.LOCK_SH)
+                print(f"the build finished after {time.monotonic() - started:.0f}s more")
 
 
 def binaries_current() -> bool:
@@ -134,7 +135,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def ensure_binaries(config: pytest.Config) -> Path:
     """Build the binaries if needed (printing how long it took), or skip when there is no Go to build them."""
     directory = bin_dir()
-    wait_for_background_build()
+    wait_for_background_build(config)
     if shutil.which("go") is None:
         if all(os.access(directory / name, os.X_OK) for name in ("etcd", "kube-apiserver")):
             return directory
