@@ -13,15 +13,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.k8s.conftest import CRD_ROOT, REPO_ROOT, TEST_NAMESPACE_LABEL, binaries_current
+from tests.integration.k8s.conftest import CRD_ROOT, REPO_ROOT, TEST_NAMESPACE_LABEL, ensure_binaries
 
-pytestmark = pytest.mark.integration
+# control_plane: it starts its own from the same binaries, so it runs last and waits for make test's build too.
+pytestmark = [pytest.mark.integration, pytest.mark.control_plane]
 
 
-def test_a_run_against_an_external_cluster_runs_the_any_cluster_tests_and_cleans_up(tmp_path: Path) -> None:
+def test_a_run_against_an_external_cluster_runs_the_any_cluster_tests_and_cleans_up(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     pytest.importorskip("kubernetes")
-    if not (CRD_ROOT.is_dir() and binaries_current()):
-        pytest.skip("needs the shared CRDs and the built control plane (make k8s-tools)")
+    if not CRD_ROOT.is_dir():
+        pytest.skip(f"the shared CRDs are not at {CRD_ROOT}")
+    ensure_binaries(request.config)  # waits for a build in progress, builds, or skips without Go
     from kubernetes import client, config
 
     log = (tmp_path / "cluster.log").open("wb")
