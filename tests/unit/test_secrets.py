@@ -34,3 +34,21 @@ def test_passwords_are_redacted(uri: str, shown: str) -> None:
 )
 def test_credentials_outside_a_netloc_are_hidden_too(uri: str, shown: str) -> None:
     assert redact(uri) == shown
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        ("postgresql://db/optuna?user=o&password=s3cret", "postgresql://db/optuna?user=o&password=***"),
+        (
+            "postgresql://db/optuna?Password=s3cret&sslmode=require",
+            "postgresql://db/optuna?Password=***&sslmode=require",
+        ),
+        ("http://mlflow:5000/api?token=abc#frag", "http://mlflow:5000/api?token=***#frag"),
+        ("postgresql://u:pw@db/x?pwd=a;sslpassword=b", "postgresql://u:***@db/x?pwd=***;sslpassword=***"),
+        ("postgresql://db/x?passwordless=1&mypassword=2", "postgresql://db/x?passwordless=1&mypassword=2"),
+        ("postgresql://db/x?password=", "postgresql://db/x?password=***"),
+    ],
+)
+def test_secrets_in_the_query_string_are_hidden(uri: str, shown: str) -> None:
+    assert redact(uri) == shown

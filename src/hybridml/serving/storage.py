@@ -118,9 +118,10 @@ def resolve_model(
 def _fetch_s3(bucket: str, prefix: str, cache_dir: Path | None, client: Any) -> Path:
     if not bucket:
         raise InvalidInputError("s3 URI needs a bucket: s3://BUCKET/PREFIX")
-    prefix = prefix.lstrip("/")
+    prefix = prefix.strip("/")
     if prefix:
         safe_relative(prefix)
+    listing = f"{prefix}/" if prefix else ""  # a folder: s3://b/m/1 must not also take the objects of m/10/
     if client is None:
         import boto3  # only remote models need it
 
@@ -128,10 +129,10 @@ def _fetch_s3(bucket: str, prefix: str, cache_dir: Path | None, client: Any) -> 
     destination = Path(tempfile.mkdtemp(prefix="model-", dir=cache_dir))
     listed = 0
     paginator = client.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+    for page in paginator.paginate(Bucket=bucket, Prefix=listing):
         for item in page.get("Contents", []):
             key: str = item["Key"]
-            relative = key[len(prefix) :].lstrip("/") if prefix else key
+            relative = key[len(listing) :].lstrip("/") if listing else key
             if not relative or key.endswith("/"):
                 continue
             listed += 1
