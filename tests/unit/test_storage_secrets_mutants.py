@@ -434,6 +434,32 @@ def test_s3_nothing_there_leaves_nothing_behind(tmp_path: Path) -> None:
     assert list(cache.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("keys", "refusal"),
+    [
+        (["m/ok.json", "m/../../escape.json"], "escapes the model root"),
+        (["m/ok.json", "m/w.pt"], "refusing pickle-based model file w.pt"),
+        (["m/ok.json", "m/weights.bin"], "refusing pickle-format file weights.bin"),
+    ],
+)
+def test_a_refused_s3_model_leaves_nothing_in_the_cache(keys: list[str], refusal: str, tmp_path: Path) -> None:
+    class _Pickled(_FakeS3):
+        def download_file(self, bucket: str, key: str, target: str) -> None:
+            super().download_file(bucket, key, target)
+            if key.endswith(".bin"):
+                Path(target).write_bytes(b"\x80\x04K.")  # a pickle protocol 4 header under a neutral name
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    assert refusal in _message(resolve_model, "s3://models/m", cache_dir=cache, s3_client=_Pickled(keys))
+    assert list(cache.iterdir()) == []
+
+
+def test_an_s3_model_with_pickles_is_kept_when_allowed(tmp_path: Path) -> None:
+    local = resolve_model("s3://models/m", cache_dir=tmp_path, s3_client=_FakeS3(["m/w.pt"]), allow_pickle=True)
+    assert _files(local) == {"w.pt": "m/w.pt"}
+
+
 def test_s3_object_limit_is_inclusive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert storage.MAX_OBJECTS == 1000
     monkeypatch.setattr(storage, "MAX_OBJECTS", 5)  # the same rule, five objects instead of a thousand

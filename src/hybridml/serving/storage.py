@@ -95,6 +95,12 @@ def resolve_model(
         raise InvalidInputError(f"storage scheme {scheme!r} is not allowed (allowed: {', '.join(SCHEMES)})")
     if scheme == "s3":
         directory = _fetch_s3(parts.netloc, parts.path, cache_dir, s3_client)
+        try:
+            check_no_pickle(directory, allow_pickle=allow_pickle)
+        except InvalidInputError:
+            shutil.rmtree(directory, ignore_errors=True)  # a refused download does not stay in the cache
+            raise
+        return directory
     else:
         raw = parts.path if scheme == "file" else uri
         text = _decoded(raw)
@@ -127,21 +133,24 @@ def _fetch_s3(bucket: str, prefix: str, cache_dir: Path | None, client: Any) -> 
 
         client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
     destination = Path(tempfile.mkdtemp(prefix="model-", dir=cache_dir))
-    listed = 0
-    paginator = client.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=bucket, Prefix=listing):
-        for item in page.get("Contents", []):
-            key: str = item["Key"]
-            relative = key[len(listing) :].lstrip("/") if listing else key
-            if not relative or key.endswith("/"):
-                continue
-            listed += 1
-            if listed > MAX_OBJECTS:
-                raise InvalidInputError(f"s3://{bucket}/{prefix} holds more than {MAX_OBJECTS} objects")
-            target = inside(destination, relative)  # a key like 'x/../../etc' is refused, not written
-            target.parent.mkdir(parents=True, exist_ok=True)
-            client.download_file(bucket, key, str(target))
-    if not listed:
-        shutil.rmtree(destination, ignore_errors=True)
-        raise NotFoundError(f"no objects under s3://{bucket}/{prefix}")
+    try:
+        listed = 0
+        paginator = client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket, Prefix=listing):
+            for item in page.get("Contents", []):
+                key: str = item["Key"]
+                relative = key[len(listing) :].lstrip("/") if listing else key
+                if not relative or key.endswith("/"):
+                    continue
+                listed += 1
+                if listed > MAX_OBJECTS:
+                    raise InvalidInputError(f"s3://{bucket}/{prefix} holds more than {MAX_OBJECTS} objects")
+                target = inside(destination, relative)  # a key like 'x/../../etc' is refused, not written
+                target.parent.mkdir(parents=True, exist_ok=True)
+                client.download_file(bucket, key, str(target))
+        if not listed:
+            raise NotFoundError(f"no objects under s3://{bucket}/{prefix}")
+    except BaseException:
+        shutil.rmtree(destination, ignore_errors=True)  # refused, failed or empty: no half download in the cache
+        raise
     return destination
