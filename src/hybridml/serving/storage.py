@@ -94,34 +94,27 @@ def resolve_model(
     if scheme and len(scheme) > 1 and scheme not in SCHEMES:
         raise InvalidInputError(f"storage scheme {scheme!r} is not allowed (allowed: {', '.join(SCHEMES)})")
     if scheme == "s3":
-        directory = _fetch_s3(parts.netloc, parts.path, cache_dir, s3_client)
-        try:
-            check_no_pickle(directory, allow_pickle=allow_pickle)
-        except InvalidInputError:
-            shutil.rmtree(directory, ignore_errors=True)  # a refused download does not stay in the cache
-            raise
-        return directory
+        return _fetch_s3(parts.netloc, parts.path, cache_dir, s3_client, allow_pickle=allow_pickle)
+    raw = parts.path if scheme == "file" else uri
+    text = _decoded(raw)
+    if ".." in PurePosixPath(text).parts:
+        raise InvalidInputError(f"path {raw[:100]!r} contains '..'")
+    if model_root is None:
+        directory = Path(text).resolve()
+    elif text.startswith("/"):
+        # An absolute path is accepted only if it already lies inside the root (symlinks resolved).
+        root, directory = model_root.resolve(), Path(text).resolve()
+        if directory != root and root not in directory.parents:
+            raise InvalidInputError(f"path {raw[:100]!r} is outside the model root {root}")
     else:
-        raw = parts.path if scheme == "file" else uri
-        text = _decoded(raw)
-        if ".." in PurePosixPath(text).parts:
-            raise InvalidInputError(f"path {raw[:100]!r} contains '..'")
-        if model_root is None:
-            directory = Path(text).resolve()
-        elif text.startswith("/"):
-            # An absolute path is accepted only if it already lies inside the root (symlinks resolved).
-            root, directory = model_root.resolve(), Path(text).resolve()
-            if directory != root and root not in directory.parents:
-                raise InvalidInputError(f"path {raw[:100]!r} is outside the model root {root}")
-        else:
-            directory = inside(model_root, text)
-        if not directory.is_dir():
-            raise NotFoundError(f"model directory {directory} does not exist")
+        directory = inside(model_root, text)
+    if not directory.is_dir():
+        raise NotFoundError(f"model directory {directory} does not exist")
     check_no_pickle(directory, allow_pickle=allow_pickle)
     return directory
 
 
-def _fetch_s3(bucket: str, prefix: str, cache_dir: Path | None, client: Any) -> Path:
+def _fetch_s3(bucket: str, prefix: str, cache_dir: Path | None, client: Any, *, allow_pickle: bool) -> Path:
     if not bucket:
         raise InvalidInputError("s3 URI needs a bucket: s3://BUCKET/PREFIX")
     prefix = prefix.strip("/")
@@ -150,7 +143,8 @@ def _fetch_s3(bucket: str, prefix: str, cache_dir: Path | None, client: Any) -> 
                 client.download_file(bucket, key, str(target))
         if not listed:
             raise NotFoundError(f"no objects under s3://{bucket}/{prefix}")
+        check_no_pickle(destination, allow_pickle=allow_pickle)
     except BaseException:
-        shutil.rmtree(destination, ignore_errors=True)  # refused, failed or empty: no half download in the cache
+        shutil.rmtree(destination, ignore_errors=True)  # refused, failed or empty: nothing of it stays in the cache
         raise
     return destination
